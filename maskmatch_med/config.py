@@ -1,0 +1,236 @@
+"""The recipe schema: typed, validated, with defaults; YAML loading and `--set KEY=VALUE` overrides.
+
+A recipe is a YAML file whose keys mirror the classes below (`method.mask.ratio`, `train.iterations`,
+...). Unknown keys and wrong types are errors that name the dotted key. Relative paths are resolved
+against the current working directory, as the CLI's own path arguments are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from maskmatch_med.errors import UserError
+
+Scale = Union[float, list[float]]
+
+
+class Section(BaseModel):
+    """Base for every recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    layout: Literal["acdc", "datalist"] = "acdc"
+    root: Path | None = Field(None, description="dataset root (layout acdc)")
+    datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
+    manifest: Path = Field(Path("data_manifests/acdc"), description="dir with val.txt, test.txt, labeled_order.txt")
+    num_labeled: int | Literal["all"] = Field(3, description="labeled training patients, first N of labeled_order.txt")
+    num_classes: int = Field(4, ge=2)
+    class_names: list[str] = Field(default_factory=lambda: ["RV", "Myo", "LV"], description="foreground classes 1..C-1")
+    input_size: tuple[int, int] = Field((256, 256), description="slices are resized to this size for the 2D network")
+
+    @field_validator("num_labeled")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be >= 1 or 'all'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        if len(self.class_names) != self.num_classes - 1:
+            raise ValueError(
+                f"class_names lists {len(self.class_names)} names but num_classes={self.num_classes} "
+                f"needs {self.num_classes - 1} (background is implicit)"
+            )
+        if any(s < 16 for s in self.input_size):
+            raise ValueError("input_size must be at least 16x16")
+        return self
+
+
+class ModelConfig(Section):
+    name: Literal["unet", "basicunet"] = "unet"
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 256])
+    strides: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])
+    num_res_units: int = Field(2, ge=0)
+    norm: Literal["batch", "instance"] = "batch"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _depth(self) -> ModelConfig:
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(f"strides needs len(channels)-1 = {len(self.channels) - 1} entries")
+        return self
+
+
+class EnsembleConfig(Section):
+    scales: list[Scale] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
+    fuse: Literal["mean", "max"] = "mean"
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, scales: list[Scale]) -> list[Scale]:
+        if not scales:
+            raise ValueError("needs at least one scale")
+        flat = [s for scale in scales for s in (scale if isinstance(scale, list) else [scale])]
+        if any(s <= 0 for s in flat):
+            raise ValueError("scales must be > 0")
+        return scales
+
+
+class MaskConfig(Section):
+    ratio: float = Field(0.7, ge=0.0, le=1.0, description="probability of dropping each patch")
+    patch_size: int | list[int] = Field(16, description="patch edge in pixels, or one per spatial axis")
+    view: Literal["strong", "weak"] = "strong"
+    fill: float = Field(0.0, description="value of dropped patches (0 = the normalised mean)")
+
+    @field_validator("patch_size")
+    @classmethod
+    def _positive(cls, value: int | list[int]) -> int | list[int]:
+        if any(v < 1 for v in (value if isinstance(value, list) else [value])):
+            raise ValueError("patch sizes must be >= 1")
+        return value
+
+
+class StrongAugConfig(Section):
+    brightness: float = 0.2
+    contrast: tuple[float, float] = (0.7, 1.3)
+    gamma: tuple[float, float] = (0.7, 1.5)
+    blur_prob: float = Field(0.5, ge=0.0, le=1.0)
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    noise_std: float = Field(0.1, ge=0.0)
+    apply_prob: float = Field(0.8, ge=0.0, le=1.0)
+    cutmix_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class WeakAugConfig(Section):
+    rotate_deg: float = Field(20.0, ge=0.0)
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class MethodConfig(Section):
+    name: Literal["supervised", "fixmatch", "maskmatch"] = "maskmatch"
+    supervised_loss: Literal["ce", "ce_dice"] = "ce_dice"
+    conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
+    lambda_u: float = Field(1.0, ge=0.0, description="weight of the consistency loss L_s")
+    lambda_m: float = Field(1.0, ge=0.0, description="weight of the masked-modeling loss L_m")
+    teacher: Literal["ema", "shared"] = "ema"
+    ema_momentum: float = Field(0.99, ge=0.0, le=1.0)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    mask: MaskConfig = Field(default_factory=MaskConfig)
+    strong_aug: StrongAugConfig = Field(default_factory=StrongAugConfig)
+
+
+class TrainConfig(Section):
+    iterations: int = Field(30000, ge=1)
+    batch_size: int = Field(12, ge=1, description="labeled slices per step")
+    unlabeled_batch_size: int | None = Field(None, ge=2, description="unlabeled slices per step (default: batch_size)")
+    val_every: int = Field(500, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="write `last` every N iterations (default: val_every)")
+    log_every: int = Field(10, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    poly_power: float = Field(0.9, ge=0.0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_model: Literal["auto", "student", "teacher"] = Field(
+        "auto", description="network validated and saved for inference; auto = the EMA teacher when there is one"
+    )
+    weak_aug: WeakAugConfig = Field(default_factory=WeakAugConfig)
+
+    @model_validator(mode="after")
+    def _unlabeled_batch(self) -> TrainConfig:
+        if self.unlabeled_batch_size is None:
+            self.unlabeled_batch_size = max(2, self.batch_size)
+        return self
+
+
+class Recipe(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: Path = Path("runs/maskmatch")
+
+    @model_validator(mode="after")
+    def _data_source(self) -> Recipe:
+        if self.data.layout == "acdc" and self.data.root is None:
+            raise ValueError("data.root is required for layout 'acdc'")
+        if self.data.layout == "datalist" and self.data.datalist is None:
+            raise ValueError("data.datalist is required for layout 'datalist'")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_error(source: str, error: ValidationError) -> str:
+    """One line naming the dotted key of the first problem pydantic found."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return f"{source}: {key}: {message}" if key else f"{source}: {message}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML, so 0.5, [1, 2] and true work)."""
+    if "=" not in text:
+        raise UserError(f"--set {text}: expected KEY=VALUE, e.g. --set train.iterations=1000")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"--set {text}: malformed key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_override(raw: dict, parts: list[str], value: Any, text: str) -> None:
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {text}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def recipe_from_dict(raw: dict, source: str) -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        raise UserError(_format_error(source, error)) from None
+
+
+def load_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe (safe loader), apply `--set` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of sections (data, model, method, train)")
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(raw, parts, value, text)
+    source = f"{path}" + (" (with --set)" if overrides else "")
+    return recipe_from_dict(raw, source)

@@ -1,0 +1,109 @@
+"""The ACDC layout: `<root>/patientNNN/patientNNN_frameXX.nii.gz` (+ `_gt`) for the ED and ES frames,
+described by `<root>/patientNNN/Info.cfg`.
+
+The semi-supervised protocol (validation, test and labeled-order patient lists) lives in plain-text
+manifest files, one patient id per line, `#` starting a comment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maskmatch_med.data.cases import Case, Splits
+from maskmatch_med.errors import UserError
+
+MANIFEST_FILES = ("val.txt", "test.txt", "labeled_order.txt")
+
+
+def read_info_cfg(path: Path) -> dict[str, str]:
+    """`Key: value` lines of an ACDC Info.cfg."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read Info.cfg ({error.strerror})") from None
+    info = {}
+    for line in lines:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            info[key.strip()] = value.strip()
+    return info
+
+
+def patient_frames(patient_dir: Path) -> list[Case]:
+    """The ED and ES frames of one patient, as listed in its Info.cfg."""
+    patient = patient_dir.name
+    info_path = patient_dir / "Info.cfg"
+    if not info_path.is_file():
+        raise UserError(f"{info_path}: missing (needed for the ED/ES frame numbers)")
+    info = read_info_cfg(info_path)
+    cases = []
+    for phase in ("ED", "ES"):
+        try:
+            frame = int(info[phase])
+        except (KeyError, ValueError):
+            raise UserError(f"{info_path}: no valid '{phase}: <frame>' line") from None
+        stem = f"{patient}_frame{frame:02d}"
+        cases.append(Case(stem, patient_dir / f"{stem}.nii.gz", patient_dir / f"{stem}_gt.nii.gz", patient))
+    return cases
+
+
+def read_patient_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"{path}: manifest file not found")
+    ids = []
+    for line in path.read_text().splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            ids.append(entry)
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{path}: lists a patient twice")
+    return ids
+
+
+def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
+    """Resolve the manifest's patient lists against the patients found under `root`.
+
+    Training patients are those in neither the validation nor the test list; the first
+    `num_labeled` of labeled_order.txt are labeled (`"all"`: every training patient), the rest
+    contribute their frames as unlabeled cases.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data.root: {root} is not a directory")
+    present = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("patient")}
+    if not present:
+        raise UserError(f"data.root: no patientNNN directories under {root}")
+
+    validation = read_patient_list(manifest / "val.txt")
+    test = read_patient_list(manifest / "test.txt")
+    order = read_patient_list(manifest / "labeled_order.txt")
+    for name, ids in (("val.txt", validation), ("test.txt", test), ("labeled_order.txt", order)):
+        missing = [pid for pid in ids if pid not in present]
+        if missing:
+            raise UserError(f"{manifest / name}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} not found under {root}")
+    held_out = set(validation) | set(test)
+    if set(validation) & set(test):
+        raise UserError(f"{manifest}: val.txt and test.txt share patients")
+    leaked = [pid for pid in order if pid in held_out]
+    if leaked:
+        raise UserError(f"{manifest / 'labeled_order.txt'}: {', '.join(leaked)} also in val/test")
+
+    training = [pid for pid in present if pid not in held_out]
+    ranked = order + [pid for pid in training if pid not in order]
+    if num_labeled == "all":
+        labeled_ids = ranked
+    else:
+        if num_labeled > len(order):
+            raise UserError(f"data.num_labeled: {num_labeled} but {manifest / 'labeled_order.txt'} lists {len(order)} patients")
+        labeled_ids = order[:num_labeled]
+
+    splits = Splits()
+    for pid in training:
+        frames = patient_frames(present[pid])
+        if pid in labeled_ids:
+            splits.labeled += frames
+        else:
+            splits.unlabeled += [Case(c.case_id, c.image, None, c.group) for c in frames]
+    splits.validation = [c for pid in validation for c in patient_frames(present[pid])]
+    splits.test = [c for pid in test for c in patient_frames(present[pid])]
+    return splits

@@ -1,0 +1,27 @@
+"""The unit of data every layout produces: one image volume, with or without its label map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str  # e.g. "patient001_frame01", unique within a dataset
+    image: Path
+    label: Path | None = None
+    group: str = ""  # patient (ACDC) or subject, so both frames of a patient stay in one split
+
+
+@dataclass
+class Splits:
+    """Cases per role. Unlabeled cases carry no label path even when one exists on disk."""
+
+    labeled: list[Case] = field(default_factory=list)
+    unlabeled: list[Case] = field(default_factory=list)
+    validation: list[Case] = field(default_factory=list)
+    test: list[Case] = field(default_factory=list)
+
+    def items(self) -> list[tuple[str, list[Case]]]:
+        return [("labeled", self.labeled), ("unlabeled", self.unlabeled), ("validation", self.validation), ("test", self.test)]

@@ -1,0 +1,454 @@
+"""Evaluate a folder of predicted label maps against ground truth (the logic behind ``maskmatch-med evaluate``).
+
+Matching: every ``*.nii.gz`` / ``*.nii`` file directly in ``pred_dir`` is a prediction ``NAME``; its
+ground truth is ``NAME_gt.nii.gz`` (preferred) or ``NAME.nii.gz`` (``.nii`` accepted too) anywhere under
+``gt_dir``, so ``gt_dir`` may be an ACDC root (``root/patient001/patient001_frame01_gt.nii.gz``). Files of
+``gt_dir`` that are ground truth (those named ``*_gt`` when any is, otherwise all NIfTI files) and have
+no prediction are an error: a missing prediction must not silently raise the mean.
+
+Geometry: a prediction must have its ground truth's shape and affine (within 1e-3). Distances in mm use
+the ground truth's voxel size (``header.get_zooms()``). Trailing singleton axes beyond the second are
+dropped, so a ``(H, W, 1)`` NIfTI is evaluated as a 2D image.
+
+Metrics and their empty-class convention: :mod:`maskmatch_med.engine.metrics`. The summary averages each
+metric over the cases where it is defined (``nanmean``) and reports that count ``n``; the ``mean`` row is
+the mean over foreground classes of the class means (the usual paper convention), with the standard
+deviation over cases of each case's class-average.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from maskmatch_med.engine.metrics import CLASS_METRICS, case_metrics
+from maskmatch_med.errors import UserError
+
+__all__ = [
+    "CSV_COLUMNS",
+    "MEAN_ROW",
+    "EvaluationReport",
+    "evaluate_folders",
+    "format_summary_table",
+    "write_report_csv",
+]
+
+CSV_COLUMNS = ("case", "class", *CLASS_METRICS)
+MEAN_ROW = "mean"  # name of the class-average row in the summary and the CSV
+AFFINE_TOL = 1e-3
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class EvaluationReport:
+    """Result of :func:`evaluate_folders`.
+
+    per_case: one dict per case and foreground class, keys ``case``, ``class`` (its name), ``label`` (its
+        integer value) and the metrics of ``CLASS_METRICS`` (float, NaN where undefined).
+    summary: ``{class_name or "mean": {metric: {"mean": float | None, "std": float | None, "n": int}}}``;
+        None (never NaN) where no case contributes.
+    class_names: foreground class names, label 1 first.
+    """
+
+    per_case: list[dict[str, Any]]
+    summary: dict[str, dict[str, dict[str, Any]]]
+    class_names: list[str]
+    num_classes: int
+    cases: list[str] = field(default_factory=list)
+    output_csv: Path | None = None
+
+    def mean(self, metric: str = "dice", cls: str = MEAN_ROW) -> float | None:
+        """The summary mean of ``metric`` for class ``cls`` (default: the class average), None if undefined."""
+        return self.summary[cls][metric]["mean"]
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def _nifti_stem(path: Path) -> str | None:
+    name = path.name
+    for suffix in _NIFTI_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _list_predictions(pred_dir: Path) -> dict[str, Path]:
+    preds: dict[str, Path] = {}
+    for path in sorted(pred_dir.iterdir()):
+        stem = _nifti_stem(path)
+        if stem is None or not path.is_file():
+            continue
+        if stem in preds:
+            raise UserError(f"{pred_dir}: both {preds[stem].name} and {path.name} are predictions for case {stem}")
+        preds[stem] = path
+    if not preds:
+        raise UserError(f"{pred_dir}: no prediction files (*.nii.gz or *.nii) in this folder")
+    return preds
+
+
+def _index_ground_truth(gt_dir: Path, exclude_dir: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """NIfTI files under gt_dir by stem: (files named STEM_gt keyed by STEM, other files keyed by STEM)."""
+    gt_named: dict[str, list[Path]] = {}
+    plain: dict[str, list[Path]] = {}
+    for root, dirs, files in os.walk(gt_dir):
+        dirs.sort()
+        if Path(root).resolve() == exclude_dir:
+            continue  # predictions living inside gt_dir are not ground truth
+        for fname in sorted(files):
+            path = Path(root) / fname
+            stem = _nifti_stem(path)
+            if stem is None:
+                continue
+            if stem.endswith("_gt") and len(stem) > 3:
+                gt_named.setdefault(stem[:-3], []).append(path)
+            else:
+                plain.setdefault(stem, []).append(path)
+    return gt_named, plain
+
+
+def _match(preds: dict[str, Path], gt_dir: Path, pred_dir: Path) -> dict[str, Path]:
+    gt_named, plain = _index_ground_truth(gt_dir, pred_dir.resolve())
+    matched: dict[str, Path] = {}
+    unmatched: list[str] = []
+    for case in preds:
+        candidates = gt_named.get(case) or plain.get(case) or []
+        if len(candidates) > 1:
+            listed = ", ".join(str(p.relative_to(gt_dir)) for p in candidates)
+            raise UserError(f"{gt_dir}: ambiguous ground truth for prediction {preds[case].name}: {listed}")
+        if not candidates:
+            unmatched.append(preds[case].name)
+        else:
+            matched[case] = candidates[0]
+    if unmatched:
+        raise UserError(
+            f"{gt_dir}: no ground truth (NAME_gt.nii.gz or NAME.nii.gz) for {len(unmatched)} prediction(s): "
+            + _short_list(unmatched)
+        )
+    # Ground truth without a prediction: the *_gt files if there are any, else every NIfTI file.
+    gt_files = gt_named if gt_named else plain
+    missing = sorted(name for name in gt_files if name not in preds)
+    if missing:
+        raise UserError(
+            f"{pred_dir}: {len(missing)} ground-truth case(s) under {gt_dir} have no prediction "
+            f"(a missing case would bias the mean): " + _short_list(missing)
+        )
+    return matched
+
+
+def _short_list(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _read_class_names(pred_dir: Path) -> list[str] | None:
+    """Foreground names from ``pred_dir/labels.json`` (``{"0": "background", "1": "RV", ...}``), if any."""
+    path = pred_dir / "labels.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read as JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{path}: expected an object mapping label values to names, like {{\"0\": \"background\", \"1\": \"RV\"}}")
+    try:
+        labels = {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: keys must be integer label values, got {sorted(raw)}") from None
+    if sorted(labels) != list(range(len(labels))) or len(labels) < 2:
+        raise UserError(f"{path}: label values must be 0..N-1 with N >= 2, got {sorted(labels)}")
+    return [labels[i] for i in range(1, len(labels))]
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(integer label array, affine, spacing) of a NIfTI label map."""
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise UserError(f"{path}: cannot read as NIfTI ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    while data.ndim > 2 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise UserError(f"{path}: expected a 2D or 3D label map, got shape {tuple(img.shape)}")
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.issubdtype(data.dtype, np.floating) and data.dtype != bool:
+            raise UserError(f"{path}: expected an integer label map, got data type {data.dtype}")
+        if data.dtype != bool:
+            rounded = np.rint(data)
+            if not np.array_equal(rounded, data):
+                raise UserError(f"{path}: not a label map (non-integer values); pass label maps, not probabilities or images")
+            data = rounded
+    data = data.astype(np.int64, copy=False)
+    if data.size and int(data.min()) < 0:
+        raise UserError(f"{path}: negative label value {int(data.min())}")
+    return data, np.asarray(img.affine, dtype=np.float64), zooms[: data.ndim]
+
+
+def _load_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    pred, pred_affine, _ = _load(pred_path)
+    gt, gt_affine, spacing = _load(gt_path)
+    if pred.shape != gt.shape:
+        raise UserError(
+            f"{pred_path}: shape {pred.shape} differs from its ground truth {gt_path} {gt.shape}; "
+            "predictions must be on the ground truth's grid"
+        )
+    if not np.allclose(pred_affine, gt_affine, rtol=0.0, atol=AFFINE_TOL):
+        diff = float(np.max(np.abs(pred_affine - gt_affine)))
+        raise UserError(
+            f"{pred_path}: affine differs from its ground truth {gt_path} (max difference {diff:.4g} > {AFFINE_TOL}); "
+            "predictions must be on the ground truth's grid"
+        )
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise UserError(f"{gt_path}: voxel size {spacing} in the header is not positive")
+    return pred, gt, spacing
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if arr.size == 0:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "n": int(arr.size)}
+
+
+def _summarise(per_case: list[dict[str, Any]], class_names: list[str], cases: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in class_names:
+        rows = [r for r in per_case if r["class"] == name]
+        summary[name] = {m: _stats([r[m] for r in rows]) for m in CLASS_METRICS}
+    by_case: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
+    for r in per_case:
+        by_case[r["case"]].append(r)
+    mean_row: dict[str, dict[str, Any]] = {}
+    for m in CLASS_METRICS:
+        class_means = [summary[n][m]["mean"] for n in class_names if summary[n][m]["mean"] is not None]
+        case_means = []
+        for rows in by_case.values():
+            vals = [r[m] for r in rows if not math.isnan(r[m])]
+            if vals:
+                case_means.append(float(np.mean(vals)))
+        spread = _stats(case_means)
+        mean_row[m] = {
+            "mean": float(np.mean(class_means)) if class_means else None,
+            "std": spread["std"],
+            "n": spread["n"],
+        }
+    summary[MEAN_ROW] = mean_row
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def _csv_value(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return format(float(v), ".6g")
+
+
+def write_report_csv(report: EvaluationReport, output_csv: Path) -> Path:
+    """Write the per-case rows plus ``MEAN`` rows (per class and ``mean``) to ``output_csv`` atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in report.per_case:
+        writer.writerow([r["case"], r["class"], *(_csv_value(r[m]) for m in CLASS_METRICS)])
+    for name in [*report.class_names, MEAN_ROW]:
+        writer.writerow(["MEAN", name, *(_csv_value(report.summary[name][m]["mean"]) for m in CLASS_METRICS)])
+    output_csv = Path(output_csv)
+    parent = output_csv.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output_csv.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise UserError(f"{output_csv}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, output_csv)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return output_csv
+
+
+def _fmt(stats: dict[str, Any], digits: int) -> str:
+    if stats["mean"] is None:
+        return "n/a"
+    return f"{stats['mean']:.{digits}f} +/- {stats['std']:.{digits}f}"
+
+
+def format_summary_table(report: EvaluationReport) -> str:
+    """The summary as a fixed-width text table: mean +/- std over cases, with the contributing counts."""
+    headers = ["class", "n", "Dice", "Jaccard", "n_dist", "HD95 (mm)", "ASD (mm)", "HD95 (vox)", "ASD (vox)"]
+    rows = []
+    for name in [*report.class_names, MEAN_ROW]:
+        s = report.summary[name]
+        rows.append([
+            name,
+            str(s["dice"]["n"]),
+            _fmt(s["dice"], 4),
+            _fmt(s["jaccard"], 4),
+            str(s["hd95_mm"]["n"]),
+            _fmt(s["hd95_mm"], 2),
+            _fmt(s["asd_mm"], 2),
+            _fmt(s["hd95_vox"], 2),
+            _fmt(s["asd_vox"], 2),
+        ])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows[:-1]]
+    out.append(line(["-" * w for w in widths]))
+    out.append(line(rows[-1]))
+    out.append(
+        f"{len(report.cases)} case(s); mean +/- std over cases where defined (n: Dice, n_dist: distances). "
+        "HD95 = 95% Hausdorff distance, ASD = average symmetric surface distance; "
+        "mm from the ground-truth voxel size, vox in voxel units."
+    )
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def evaluate_folders(
+    pred_dir: Path,
+    gt_dir: Path,
+    output_csv: Path | None = None,
+    class_names: list[str] | None = None,
+    num_classes: int | None = None,
+) -> EvaluationReport:
+    """Evaluate every prediction in ``pred_dir`` against its ground truth under ``gt_dir``.
+
+    Args:
+        pred_dir: folder of predicted label maps (``*.nii.gz`` / ``*.nii``), e.g. the predict command's output.
+        gt_dir: folder searched recursively for ``NAME_gt.nii.gz`` or ``NAME.nii.gz`` (an ACDC root works).
+        output_csv: if given, the per-case CSV report is written there (atomically).
+        class_names: foreground class names (label 1 first); default: ``pred_dir/labels.json`` when it
+            exists, else ``class1``, ``class2``, ...
+        num_classes: number of classes including background; default: from the class names, else the
+            largest label found in any prediction or ground truth, plus one.
+
+    Raises:
+        UserError: missing or ambiguous files, mismatched geometry, bad labels, unwritable output.
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if not pred_dir.is_dir():
+        raise UserError(f"{pred_dir}: prediction folder does not exist or is not a folder")
+    if not gt_dir.is_dir():
+        raise UserError(f"{gt_dir}: ground-truth folder does not exist or is not a folder")
+    if pred_dir.resolve() == gt_dir.resolve():
+        raise UserError(f"{gt_dir}: the ground-truth folder must differ from the prediction folder")
+    if num_classes is not None and int(num_classes) < 2:
+        raise UserError(f"num_classes: must be at least 2 (background + one class), got {num_classes}")
+
+    preds = _list_predictions(pred_dir)
+    gts = _match(preds, gt_dir, pred_dir)
+
+    if output_csv is not None:
+        output_csv = Path(output_csv)
+        if output_csv.is_dir():
+            raise UserError(f"{output_csv}: is a folder; give a file name for the CSV report")
+        target = output_csv.resolve()
+        inputs = {p.resolve() for p in [*preds.values(), *gts.values(), pred_dir / "labels.json"]}
+        if target in inputs:
+            raise UserError(f"{output_csv}: would overwrite an input file; choose another output path")
+
+    if class_names is None:
+        class_names = _read_class_names(pred_dir)
+        names_from = f"{pred_dir / 'labels.json'}"
+    else:
+        class_names = [str(n) for n in class_names]
+        names_from = "class names"
+    if class_names is not None:
+        if not class_names:
+            raise UserError(f"{names_from}: no foreground class names")
+        if len(set(class_names)) != len(class_names) or MEAN_ROW in class_names:
+            raise UserError(f"{names_from}: class names must be unique and not '{MEAN_ROW}', got {class_names}")
+        if num_classes is not None and len(class_names) != int(num_classes) - 1:
+            raise UserError(
+                f"{names_from}: {len(class_names)} foreground class names but num_classes={num_classes} "
+                f"(which includes background) needs {int(num_classes) - 1}"
+            )
+        num_classes = len(class_names) + 1
+
+    cases = list(preds)
+    fixed_classes = int(num_classes) if num_classes is not None else None
+
+    def score(case: str) -> tuple[int, dict[int, dict[str, float]]]:
+        """(largest label seen, metrics) of one case; loads, checks and scores, then frees the arrays."""
+        p, g, spacing = _load_pair(preds[case], gts[case])
+        top = max(int(p.max()), int(g.max()))
+        if fixed_classes is not None and top >= fixed_classes:
+            path = preds[case] if int(p.max()) == top else gts[case]
+            raise UserError(f"{path}: label {top} is out of range for {fixed_classes} classes (0..{fixed_classes - 1})")
+        # With num_classes unknown, score the labels this case has: any class above them is absent from
+        # both arrays, hence all-NaN, which is filled in below once the global count is known.
+        n = fixed_classes if fixed_classes is not None else max(top + 1, 2)
+        return top, case_metrics(p, g, n, spacing, distances=True)
+
+    # Streaming over cases with two workers: the distance computations (KD-tree queries, erosions, torch
+    # ops) and the gzip decoding release the GIL; only two cases are in memory at a time.
+    workers = min(2, os.cpu_count() or 1, len(cases))
+    results: list[tuple[int, dict[int, dict[str, float]]]] = []
+    if workers > 1:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            results = list(pool.map(score, cases))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        results = [score(c) for c in cases]
+
+    if fixed_classes is None:
+        num_classes = max(max(top for top, _ in results) + 1, 2)
+    num_classes = int(num_classes)
+    if class_names is None:
+        class_names = [f"class{i}" for i in range(1, num_classes)]
+    nan = float("nan")
+    scores = [{c: r.get(c, {m: nan for m in CLASS_METRICS}) for c in range(1, num_classes)} for _, r in results]
+
+    per_case: list[dict[str, Any]] = []
+    for case, result in zip(cases, scores):
+        for label in range(1, num_classes):
+            per_case.append({"case": case, "class": class_names[label - 1], "label": label, **result[label]})
+
+    report = EvaluationReport(
+        per_case=per_case,
+        summary=_summarise(per_case, class_names, cases),
+        class_names=list(class_names),
+        num_classes=num_classes,
+        cases=cases,
+    )
+    if output_csv is not None:
+        report.output_csv = write_report_csv(report, output_csv)
+    return report

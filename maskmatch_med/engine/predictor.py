@@ -1,0 +1,38 @@
+"""`predict`: checkpoint -> model -> label maps on each input's own grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, recipe_of
+from maskmatch_med.engine.inference import collect_inputs, predict_files
+from maskmatch_med.engine.trainer import resolve_device
+from maskmatch_med.errors import UserError
+from maskmatch_med.models import build_model, size_divisor
+
+
+def load_inference_model(checkpoint: Path, device: torch.device):
+    payload = load_checkpoint(checkpoint, map_location=device)
+    recipe = recipe_of(payload, checkpoint)
+    if payload["spatial_dims"] != 2:
+        raise UserError(f"{checkpoint}: a {payload['spatial_dims']}D checkpoint; this predictor runs 2D models")
+    model = build_model(recipe.model, spatial_dims=2, in_channels=1, num_classes=payload["num_classes"])
+    load_state(model, payload["inference"], checkpoint, "inference")
+    return model.to(device).eval(), recipe
+
+
+def run_prediction(checkpoint: Path, input_paths: list[Path], output_dir: Path, scales, png: bool = False, device: str = "auto") -> list[Path]:
+    torch_device = resolve_device(device)
+    inputs = [path for given in input_paths for path in collect_inputs(given)]  # checked before the model loads
+    names = [path.name for path in inputs]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate:
+        raise UserError(f"--input: two inputs are named {duplicate}; their outputs would overwrite each other")
+    model, recipe = load_inference_model(checkpoint, torch_device)
+    return predict_files(
+        model, inputs, output_dir, tuple(recipe.data.input_size), scales,
+        num_classes=recipe.data.num_classes, class_names=recipe.data.class_names, png=png,
+        device=torch_device, size_divisor=size_divisor(recipe.model),
+    )

@@ -1,0 +1,196 @@
+"""Writers for predictions: label NIfTI files with a reference's exact geometry, and QC montages.
+
+Every writer is atomic: it writes a temporary file next to the target (same directory, same suffix so
+the format and compression are right) and renames it over the target with ``os.replace``, so an
+interrupted run never leaves a truncated output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import nibabel as nib
+import numpy as np
+
+# Fixed class colours (RGB) for overlays; class 0 (background) is never drawn. ACDC: 1 RV red,
+# 2 myocardium green, 3 LV blue. Classes past the table reuse it cyclically.
+CLASS_COLOURS = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (0, 130, 200),
+        (255, 225, 25),
+        (70, 240, 240),
+        (240, 50, 230),
+        (245, 130, 48),
+        (145, 30, 180),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+        (170, 110, 40),
+        (128, 0, 0),
+        (170, 255, 195),
+        (128, 128, 0),
+        (0, 0, 128),
+    ],
+    dtype=np.float32,
+)
+
+
+def _suffix_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix
+
+
+@contextmanager
+def atomic_path(out_path: Path) -> Iterator[Path]:
+    """Yield a temporary path in `out_path`'s directory with the same suffix; on success rename it
+    to `out_path`, on failure delete it."""
+    out_path = Path(out_path)
+    suffix = _suffix_of(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, out_path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_text_atomic(text: str, out_path: Path) -> Path:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out_path
+
+
+def write_json_atomic(obj, out_path: Path) -> Path:
+    return write_text_atomic(json.dumps(obj, indent=2) + "\n", out_path)
+
+
+def write_label_like(labels: np.ndarray, reference_path: Path, out_path: Path) -> Path:
+    """Write `labels` as a uint8 NIfTI with exactly the reference's geometry.
+
+    The header is the reference's own (shape, qform/sform and their codes, pixdim incl. qfac, units),
+    with the data type set to uint8 and neutral scaling, so every reader (nibabel, ITK, MONAI, viewers)
+    places each label on the voxel it was predicted for. `labels` must have the reference's shape
+    (trailing singleton dimensions of the reference aside). Raises ValueError otherwise.
+    """
+    reference_path, out_path = Path(reference_path), Path(out_path)
+    if not out_path.name.lower().endswith((".nii", ".nii.gz")):
+        raise ValueError(f"{out_path}: label output must end in .nii or .nii.gz")
+    ref = nib.load(str(reference_path))
+    if not isinstance(ref, (nib.Nifti1Image, nib.Nifti1Pair, nib.Nifti2Image)):
+        raise ValueError(f"{reference_path}: reference is not a NIfTI image ({type(ref).__name__})")
+    labels = np.asarray(labels)
+    ref_shape = tuple(int(d) for d in ref.shape)
+    squeezed = ref_shape
+    while len(squeezed) > 3 and squeezed[-1] == 1:
+        squeezed = squeezed[:-1]
+    if tuple(labels.shape) not in (ref_shape, squeezed):
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} do not match the shape {ref_shape} of {reference_path}"
+        )
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_):
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError("labels must be integers")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"labels must lie in [0, 255] to be stored as uint8, got [{labels.min()}, {labels.max()}]")
+    data = np.ascontiguousarray(labels.astype(np.uint8, copy=False).reshape(ref_shape))
+
+    header = ref.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"] = 0
+    header["cal_max"] = 0
+    image_class = nib.Nifti2Image if isinstance(ref, nib.Nifti2Image) else nib.Nifti1Image
+    if image_class is nib.Nifti1Image and not isinstance(header, nib.Nifti1Header):
+        header = nib.Nifti1Header.from_header(header)
+    # affine=None: the geometry comes from the copied header fields untouched (nibabel would otherwise
+    # rewrite the qform/sform codes).
+    img = image_class(data, None, header)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        nib.save(img, str(tmp))
+    return out_path
+
+
+def _display(slice2d: np.ndarray) -> np.ndarray:
+    """Stored slice (A, B) -> picture (rows, cols): A runs left to right, B bottom to top
+    (the usual ``imshow(slice.T, origin="lower")`` convention)."""
+    return np.flipud(np.asarray(slice2d).T)
+
+
+def montage_slice_indices(num_slices: int, max_slices: int) -> list[int]:
+    """Up to `max_slices` slice indices spread evenly over [0, num_slices)."""
+    if num_slices <= 0:
+        return []
+    count = max(1, min(int(max_slices), num_slices))
+    if count == 1:
+        return [num_slices // 2]
+    return sorted(set(int(round(i)) for i in np.linspace(0, num_slices - 1, count)))
+
+
+def montage_grid(count: int) -> tuple[int, int]:
+    """(rows, cols) of the montage grid for `count` tiles: near-square, wider than tall."""
+    cols = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / cols))
+    return rows, cols
+
+
+def write_overlay_montage(
+    image: np.ndarray, labels: np.ndarray, out_path: Path, slice_axis: int, max_slices: int = 12, alpha: float = 0.45
+) -> Path:
+    """Write a QC PNG: evenly chosen slices along `slice_axis` in a near-square grid, grey intensities
+    windowed to the volume's 1st-99th percentiles, labels blended in fixed class colours.
+
+    Each tile is one stored slice at native resolution: with (A, B) the two other axes in order, A runs
+    left to right and B bottom to top. The picture is rows*B pixels high and cols*A pixels wide,
+    (rows, cols) = montage_grid(number of slices shown).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    labels = np.asarray(labels)
+    if image.ndim != 3 or image.shape != labels.shape:
+        raise ValueError(f"image {image.shape} and labels {labels.shape} must be 3D arrays of the same shape")
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    finite = image[np.isfinite(image)]
+    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    grey = np.clip((np.nan_to_num(image) - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0) * 255.0
+
+    indices = montage_slice_indices(image.shape[slice_axis], max_slices)
+    rows, cols = montage_grid(len(indices))
+    tile_h, tile_w = _display(np.take(grey, 0, axis=slice_axis)).shape
+    canvas = np.zeros((rows * tile_h, cols * tile_w, 3), dtype=np.float32)
+    for k, index in enumerate(indices):
+        g = _display(np.take(grey, index, axis=slice_axis))
+        lab = _display(np.take(labels, index, axis=slice_axis)).astype(np.int64)
+        rgb = np.repeat(g[..., None], 3, axis=2)
+        fg = lab > 0
+        if fg.any():
+            colours = CLASS_COLOURS[(lab[fg] - 1) % len(CLASS_COLOURS)]
+            rgb[fg] = (1.0 - alpha) * rgb[fg] + alpha * colours
+        r, c = divmod(k, cols)
+        canvas[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = rgb
+    picture = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+
+    from skimage import io as skio
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        skio.imsave(str(tmp), picture, check_contrast=False)
+    return out_path

@@ -1,0 +1,133 @@
+"""Multi-scale ensembled pseudo-labels (DESIGN.md section 1, step 2).
+
+The teacher predicts on the weak view resampled at each scale; each softmax is resampled back to the
+view's grid and the probabilities are fused (mean, or max then renormalised). Pseudo-label = argmax,
+confidence = max probability, valid where confidence >= threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["scaled_size", "multiscale_probabilities", "pseudo_labels"]
+
+_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _scale_tuple(scale: float | Sequence[float], ndim: int) -> tuple[float, ...]:
+    if isinstance(scale, numbers.Real):
+        scales = (float(scale),) * ndim
+    else:
+        scales = tuple(float(s) for s in scale)
+        if len(scales) != ndim:
+            raise ValueError(f"scale {scale!r} has {len(scales)} entries but the data has {ndim} spatial dims")
+    if not all(s > 0 and math.isfinite(s) for s in scales):
+        raise ValueError(f"scales must be positive and finite, got {scale!r}")
+    return scales
+
+
+def scaled_size(
+    spatial_shape: Sequence[int], scale: float | Sequence[float], size_divisor: int = 1
+) -> tuple[int, ...]:
+    """Spatial size after scaling: round(size * scale) per axis (half rounds up), then rounded to the
+    nearest multiple of ``size_divisor`` and at least ``size_divisor``.
+
+    ``scale`` is a float for every axis or one value per axis, e.g. (1.25, 1.25, 1.0) keeps a 3D
+    volume's last (slice) axis.
+    """
+    spatial = tuple(int(s) for s in spatial_shape)
+    if int(size_divisor) < 1:
+        raise ValueError(f"size_divisor must be >= 1, got {size_divisor}")
+    div = int(size_divisor)
+    scales = _scale_tuple(scale, len(spatial))
+    out = []
+    for size, s in zip(spatial, scales):
+        n = max(1, _round_half_up(size * s))
+        out.append(max(div, _round_half_up(n / div) * div))
+    return tuple(out)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == size:
+        return x
+    mode = _LINEAR_MODES.get(x.ndim - 2)
+    if mode is None:
+        raise ValueError(f"expected 1 to 3 spatial dims, got tensor of shape {tuple(x.shape)}")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+def multiscale_probabilities(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    scales: Sequence[float | Sequence[float]],
+    fuse: str = "mean",
+    size_divisor: int = 1,
+) -> torch.Tensor:
+    """Class probabilities of ``predict`` fused over several input scales.
+
+    For each scale the images are resampled (bilinear / trilinear, align_corners=False; not at all when
+    the size does not change), ``predict`` gives logits, their softmax over channels is resampled back
+    to the images' spatial size, and the results are fused: ``"mean"`` averages, ``"max"`` takes the
+    elementwise maximum and renormalises to sum 1 over classes. ``scales == [1.0]`` returns exactly
+    ``softmax(predict(images), dim=1)``. Runs under the caller's grad mode (wrap in ``torch.no_grad()``
+    for a teacher).
+
+    Args:
+        predict: maps (B, C_in, *spatial') to logits (B, K, *spatial''); the logits' spatial size may
+            differ from the input's (it is resampled to the images' size anyway).
+        images: (B, C_in, *spatial).
+        scales: the scales; each a float or a per-axis sequence.
+        fuse: "mean" or "max".
+        size_divisor: resampled sizes are rounded to a multiple of this (e.g. the network's stride).
+
+    Returns:
+        (B, K, *spatial) probabilities.
+    """
+    if fuse not in ("mean", "max"):
+        raise ValueError(f"fuse must be 'mean' or 'max', got {fuse!r}")
+    scales = list(scales)
+    if not scales:
+        raise ValueError("scales must not be empty")
+    spatial = tuple(images.shape[2:])
+
+    fused: torch.Tensor | None = None
+    for scale in scales:
+        size = scaled_size(spatial, scale, size_divisor)
+        logits = predict(_resize(images, size))
+        if logits.ndim != images.ndim or logits.shape[0] != images.shape[0]:
+            raise ValueError(f"predict returned shape {tuple(logits.shape)} for input {tuple(images.shape)}")
+        probs = _resize(torch.softmax(logits, dim=1), spatial)
+        if fused is None:
+            fused = probs
+        elif fuse == "mean":
+            fused = fused + probs
+        else:
+            fused = torch.maximum(fused, probs)
+    assert fused is not None
+    if len(scales) == 1:
+        return fused
+    if fuse == "mean":
+        return fused / len(scales)
+    return fused / fused.sum(dim=1, keepdim=True).clamp_min(torch.finfo(fused.dtype).tiny)
+
+
+def pseudo_labels(probs: torch.Tensor, conf_thresh: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels from class probabilities (B, K, *spatial).
+
+    Returns:
+        labels: long (B, *spatial), the argmax class.
+        confidence: (B, *spatial), the maximum probability.
+        valid: bool (B, *spatial), confidence >= conf_thresh.
+    """
+    confidence, labels = probs.max(dim=1)
+    valid = confidence >= conf_thresh
+    return labels.long(), confidence, valid

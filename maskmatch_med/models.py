@@ -1,0 +1,43 @@
+"""Model factory: MONAI networks by name."""
+
+from __future__ import annotations
+
+import math
+
+from monai.networks.nets import BasicUNet, UNet
+from torch import nn
+
+from maskmatch_med.config import ModelConfig
+
+
+def build_model(config: ModelConfig, spatial_dims: int, in_channels: int, num_classes: int) -> nn.Module:
+    """A segmentation network that maps (B, in_channels, *spatial) to (B, num_classes, *spatial) logits."""
+    norm = "BATCH" if config.norm == "batch" else "INSTANCE"
+    if config.name == "unet":
+        return UNet(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=num_classes,
+            channels=config.channels,
+            strides=config.strides,
+            num_res_units=config.num_res_units,
+            norm=norm,
+            dropout=config.dropout,
+        )
+    # BasicUNet has a fixed depth of 4 poolings and takes exactly 6 feature sizes.
+    features = (list(config.channels) + [config.channels[-1]] * 6)[:5] + [config.channels[0]]
+    return BasicUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        features=tuple(features),
+        norm=("batch" if config.norm == "batch" else "instance"),
+        dropout=config.dropout,
+    )
+
+
+def size_divisor(config: ModelConfig) -> int:
+    """Input sizes must be multiples of this for the encoder/decoder shapes to line up."""
+    if config.name == "basicunet":
+        return 16
+    return math.prod(config.strides)

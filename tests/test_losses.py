@@ -1,0 +1,89 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskmatch_med.method.losses import pseudo_label_loss, supervised_loss
+
+
+def _data(shape=(2, 3, 8, 8), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(*shape, generator=g)
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    return logits, target
+
+
+@pytest.mark.parametrize("kind", ["ce", "ce_dice"])
+def test_ignored_pixels_do_not_change_loss(kind):
+    logits, target = _data()
+    ignore = torch.zeros_like(target, dtype=torch.bool)
+    ignore[:, :3] = True
+    target_ign = target.masked_fill(ignore, 255)
+    base = supervised_loss(logits, target_ign, kind=kind)
+    # change the logits only where labels are ignored: the loss must not move
+    logits2 = torch.where(ignore.unsqueeze(1), torch.randn_like(logits) * 10, logits)
+    assert torch.allclose(supervised_loss(logits2, target_ign, kind=kind), base, atol=1e-6)
+    if kind == "ce":
+        keep = ~ignore
+        ref = F.cross_entropy(logits.permute(0, 2, 3, 1)[keep], target[keep])
+        assert torch.allclose(base, ref, atol=1e-6)
+
+
+def test_ce_dice_is_average_of_terms_and_dice_zero_for_perfect_prediction():
+    _, target = _data()
+    perfect = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 40.0
+    assert supervised_loss(perfect, target, kind="ce_dice").item() < 1e-4
+    logits, target = _data(seed=1)
+    ce = supervised_loss(logits, target, kind="ce")
+    both = supervised_loss(logits, target, kind="ce_dice")
+    # Dice part in [0, 1] and positive for a random prediction
+    dice = 2 * both - ce
+    assert 0.05 < dice.item() <= 1.0
+
+
+def test_all_ignored_is_finite():
+    logits, target = _data()
+    logits.requires_grad_(True)
+    loss = supervised_loss(logits, torch.full_like(target, 255))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def test_supervised_3d_and_bad_kind():
+    logits, target = _data(shape=(1, 4, 6, 6, 3))
+    logits.requires_grad_(True)
+    loss = supervised_loss(logits, target)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(logits.grad).all()
+    with pytest.raises(ValueError):
+        supervised_loss(logits, target, kind="focal")
+
+
+def test_pseudo_label_loss_normalised_by_all_pixels():
+    # uniform logits -> every pixel has CE = log(K)
+    logits = torch.zeros(2, 4, 6, 6)
+    labels = torch.randint(0, 4, (2, 6, 6))
+    all_valid = torch.ones(2, 6, 6, dtype=torch.bool)
+    half_valid = all_valid.clone()
+    half_valid[:, :3] = False
+    full = pseudo_label_loss(logits, labels, all_valid)
+    half = pseudo_label_loss(logits, labels, half_valid)
+    assert torch.allclose(full, torch.log(torch.tensor(4.0)))
+    assert torch.allclose(half, full / 2)
+
+
+def test_pseudo_label_loss_all_invalid_is_zero_with_gradient():
+    logits = torch.randn(2, 3, 4, 4, 2, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 4, 4, 2))
+    loss = pseudo_label_loss(logits, labels, torch.zeros(2, 4, 4, 2, dtype=torch.bool))
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad == 0).all()
+
+
+def test_pseudo_label_loss_3d_matches_reference():
+    logits = torch.randn(2, 3, 4, 4, 2)
+    labels = torch.randint(0, 3, (2, 4, 4, 2))
+    valid = torch.rand(2, 4, 4, 2) > 0.5
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    ref = (ce * valid).sum() / valid.numel()
+    assert torch.allclose(pseudo_label_loss(logits, labels, valid), ref, atol=1e-6)
