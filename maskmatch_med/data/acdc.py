@@ -98,12 +98,12 @@ def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
         labeled_ids = order[:num_labeled]
 
     splits = Splits()
-    for pid in training:
-        frames = patient_frames(present[pid])
-        if pid in labeled_ids:
-            splits.labeled += frames
-        else:
-            splits.unlabeled += [Case(c.case_id, c.image, None, c.group) for c in frames]
+    splits.labeled = [c for pid in labeled_ids for c in patient_frames(present[pid])]
+    splits.unlabeled = [
+        Case(c.case_id, c.image, None, c.group)
+        for pid in training if pid not in labeled_ids
+        for c in patient_frames(present[pid])
+    ]
     splits.validation = [c for pid in validation for c in patient_frames(present[pid])]
     splits.test = [c for pid in test for c in patient_frames(present[pid])]
     return splits
