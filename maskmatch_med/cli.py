@@ -112,12 +112,16 @@ def evaluate(
     gt: Annotated[Path, typer.Option("--gt", help="Directory with the ground truth (searched recursively; NAME_gt.nii.gz matches NAME).")],
     output: Annotated[Optional[Path], typer.Option("--output", help="CSV report: per case and class, and means.")] = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated foreground names (default: the predictions' labels.json).")] = None,
+    require_all: Annotated[bool, typer.Option("--require-all", help="Fail if a ground-truth case under --gt has no prediction.")] = False,
 ) -> None:
     """Dice, Jaccard, HD95 and ASD (mm and voxels) per case and class."""
     from maskmatch_med.engine.evaluate import evaluate_folders, format_summary_table
 
     names = [n.strip() for n in class_names.split(",")] if class_names else None
-    report = evaluate_folders(pred, gt, output_csv=output, class_names=names)
+    report = evaluate_folders(pred, gt, output_csv=output, class_names=names, require_all=require_all)
+    typer.echo(f"{len(report.cases)} cases evaluated" + (
+        f"; {len(report.unpredicted)} ground-truth cases under {gt} have no prediction and were not scored" if report.unpredicted else ""
+    ))
     typer.echo(format_summary_table(report))
     if output:
         typer.echo(f"report written to {output}")

@@ -19,7 +19,6 @@ from maskmatch_med.engine.inference import (
     predict_files,
     predict_volume_labels,
     predict_volume_probabilities,
-    scaled_size,
 )
 from maskmatch_med.errors import UserError
 
@@ -198,14 +197,6 @@ def test_multi_scale_shapes_and_probabilities():
     assert labels.shape == shape and labels[8:17, 13:27, 2:4].min() == 1 and labels[:, :, [0, 1, 4, 5]].max() == 0
 
 
-def test_scaled_size_rounds_to_divisor():
-    assert scaled_size((256, 256), 0.75) == (192, 192)
-    assert scaled_size((256, 256), 1.25) == (320, 320)
-    assert scaled_size((100, 60), 0.75) == (80, 48)
-    assert scaled_size((20, 20), 0.1) == (16, 16)
-    assert scaled_size((30, 30), 1.0, size_divisor=1) == (30, 30)
-
-
 def _tiny_inputs(directory, names=("case_a.nii.gz", "case_b.nii")):
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -237,7 +228,8 @@ def test_colliding_outputs_and_bad_class_names_refused_before_writing(tmp_path):
         predict_files(bright_model(), a, out, INPUT_SIZE, (1.0,), 4, ["RV", "Myo"], progress=False)
     assert not out.exists()
     with pytest.raises(UserError, match="model outputs 2 classes"):
-        predict_files(bright_model(), a, out, INPUT_SIZE, (1.0,), 4, None, progress=False)
+        predict_files(bright_model(), a, out, INPUT_SIZE, (1.0,), 4, ["RV", "Myo", "LV"], progress=False)
+    assert not out.exists()
 
 
 def test_predict_files_outputs_labels_json_png_and_no_temp_files(tmp_path):

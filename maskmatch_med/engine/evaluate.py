@@ -33,7 +33,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from maskmatch_med.engine.metrics import CLASS_METRICS, case_metrics
+from maskmatch_med.engine.metrics import CLASS_METRICS, case_metrics, quiet_monai_internal_warnings
 from maskmatch_med.errors import UserError
 
 __all__ = [
@@ -68,6 +68,7 @@ class EvaluationReport:
     num_classes: int
     cases: list[str] = field(default_factory=list)
     output_csv: Path | None = None
+    unpredicted: list[str] = field(default_factory=list)  # ground-truth cases without a prediction
 
     def mean(self, metric: str = "dice", cls: str = MEAN_ROW) -> float | None:
         """The summary mean of ``metric`` for class ``cls`` (default: the class average), None if undefined."""
@@ -104,9 +105,10 @@ def _index_ground_truth(gt_dir: Path, exclude_dir: Path) -> tuple[dict[str, list
     gt_named: dict[str, list[Path]] = {}
     plain: dict[str, list[Path]] = {}
     for root, dirs, files in os.walk(gt_dir):
-        dirs.sort()
         if Path(root).resolve() == exclude_dir:
-            continue  # predictions living inside gt_dir are not ground truth
+            dirs[:] = []  # predictions (and anything below them) living inside gt_dir are not ground truth
+            continue
+        dirs.sort()
         for fname in sorted(files):
             path = Path(root) / fname
             stem = _nifti_stem(path)
@@ -119,7 +121,9 @@ def _index_ground_truth(gt_dir: Path, exclude_dir: Path) -> tuple[dict[str, list
     return gt_named, plain
 
 
-def _match(preds: dict[str, Path], gt_dir: Path, pred_dir: Path) -> dict[str, Path]:
+def _match(preds: dict[str, Path], gt_dir: Path, pred_dir: Path, require_all: bool) -> tuple[dict[str, Path], list[str]]:
+    """Ground truth per prediction, and the ground-truth cases nobody predicted (an error with
+    `require_all`; otherwise reported, since a dataset root usually holds more cases than a test set)."""
     gt_named, plain = _index_ground_truth(gt_dir, pred_dir.resolve())
     matched: dict[str, Path] = {}
     unmatched: list[str] = []
@@ -140,12 +144,12 @@ def _match(preds: dict[str, Path], gt_dir: Path, pred_dir: Path) -> dict[str, Pa
     # Ground truth without a prediction: the *_gt files if there are any, else every NIfTI file.
     gt_files = gt_named if gt_named else plain
     missing = sorted(name for name in gt_files if name not in preds)
-    if missing:
+    if missing and require_all:
         raise UserError(
             f"{pred_dir}: {len(missing)} ground-truth case(s) under {gt_dir} have no prediction "
             f"(a missing case would bias the mean): " + _short_list(missing)
         )
-    return matched
+    return matched, missing
 
 
 def _short_list(names: Sequence[str], limit: int = 5) -> str:
@@ -346,6 +350,7 @@ def evaluate_folders(
     output_csv: Path | None = None,
     class_names: list[str] | None = None,
     num_classes: int | None = None,
+    require_all: bool = False,
 ) -> EvaluationReport:
     """Evaluate every prediction in ``pred_dir`` against its ground truth under ``gt_dir``.
 
@@ -357,6 +362,8 @@ def evaluate_folders(
             exists, else ``class1``, ``class2``, ...
         num_classes: number of classes including background; default: from the class names, else the
             largest label found in any prediction or ground truth, plus one.
+        require_all: every ground-truth case under ``gt_dir`` must have a prediction; otherwise the
+            cases without one are only listed in ``report.unpredicted``.
 
     Raises:
         UserError: missing or ambiguous files, mismatched geometry, bad labels, unwritable output.
@@ -372,7 +379,7 @@ def evaluate_folders(
         raise UserError(f"num_classes: must be at least 2 (background + one class), got {num_classes}")
 
     preds = _list_predictions(pred_dir)
-    gts = _match(preds, gt_dir, pred_dir)
+    gts, unpredicted = _match(preds, gt_dir, pred_dir, require_all)
 
     if output_csv is not None:
         output_csv = Path(output_csv)
@@ -420,14 +427,15 @@ def evaluate_folders(
     # ops) and the gzip decoding release the GIL; only two cases are in memory at a time.
     workers = min(2, os.cpu_count() or 1, len(cases))
     results: list[tuple[int, dict[int, dict[str, float]]]] = []
-    if workers > 1:
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            results = list(pool.map(score, cases))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    else:
-        results = [score(c) for c in cases]
+    with quiet_monai_internal_warnings():  # entered here, on the main thread, for the workers' sake
+        if workers > 1:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
+                results = list(pool.map(score, cases))
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            results = [score(c) for c in cases]
 
     if fixed_classes is None:
         num_classes = max(max(top for top, _ in results) + 1, 2)
@@ -448,6 +456,7 @@ def evaluate_folders(
         class_names=list(class_names),
         num_classes=num_classes,
         cases=cases,
+        unpredicted=unpredicted,
     )
     if output_csv is not None:
         report.output_csv = write_report_csv(report, output_csv)

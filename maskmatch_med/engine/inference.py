@@ -26,12 +26,7 @@ from maskmatch_med.data.preprocess import (
 )
 from maskmatch_med.engine.writers import write_json_atomic, write_label_like, write_overlay_montage
 from maskmatch_med.errors import UserError
-
-
-def scaled_size(input_size: Sequence[int], scale: float, size_divisor: int = 16) -> tuple[int, int]:
-    """round(input_size * scale), each side rounded to the nearest multiple of `size_divisor` (>= it)."""
-    d = max(1, int(size_divisor))
-    return tuple(max(d, int(round(float(n) * float(scale) / d)) * d) for n in input_size)  # type: ignore[return-value]
+from maskmatch_med.method.ensemble import multiscale_probabilities
 
 
 def _logits_of(output) -> torch.Tensor:
@@ -74,8 +69,8 @@ def predict_volume_probabilities(
 
     `volume` holds raw intensities; `spacing` is its voxel size per axis (it picks the slice axis).
     The model is run in eval mode (its previous mode is restored afterwards) on `device`, where it must
-    already be. For each scale s, slices are resized (bilinear) to ``scaled_size(input_size, s,
-    size_divisor)``; the softmax is resized back to the slice's size and the scales are averaged.
+    already be. Slices are resized (bilinear) to `input_size`, ensembled over `scales` exactly as the
+    teacher's pseudo-labels are (method.ensemble), and the probabilities resized back to the slice's size.
     """
     _check_args(volume, input_size, scales, batch_size)
     device = torch.device(device)
@@ -83,27 +78,26 @@ def predict_volume_probabilities(
     slices = volume_to_slices(normalise_intensity(volume), axis)  # (N, 1, H, W)
     n, _, h, w = slices.shape
 
+    def network(images: torch.Tensor) -> torch.Tensor:
+        logits = _logits_of(model(images)).float()
+        if logits.ndim != 4 or logits.shape[0] != images.shape[0]:
+            raise ValueError(f"model returned shape {tuple(logits.shape)} for input {tuple(images.shape)}")
+        return logits
+
+    # The same multi-scale code as the teacher's pseudo-labels: scales are relative to the network's
+    # input size, and the fused probabilities go back to each slice's own in-plane size.
     was_training = model.training
     model.eval()
     try:
-        total: torch.Tensor | None = None
-        for scale in scales:
-            size = scaled_size(input_size, scale, size_divisor)
-            for start in range(0, n, int(batch_size)):
-                batch = slices[start : start + int(batch_size)].to(device)
-                batch = resize_slices(batch, size, "bilinear")
-                logits = _logits_of(model(batch)).float()
-                if logits.ndim != 4 or logits.shape[0] != batch.shape[0]:
-                    raise ValueError(f"model returned shape {tuple(logits.shape)} for input {tuple(batch.shape)}")
-                probs = resize_slices(torch.softmax(logits, dim=1), (h, w), "bilinear").cpu()
-                if total is None:
-                    total = torch.zeros((n, probs.shape[1], h, w), dtype=torch.float32)
-                total[start : start + probs.shape[0]] += probs
+        chunks = []
+        for start in range(0, n, int(batch_size)):
+            batch = resize_slices(slices[start : start + int(batch_size)].to(device), tuple(input_size), "bilinear")
+            probs = multiscale_probabilities(network, batch, list(scales), fuse="mean", size_divisor=size_divisor)
+            chunks.append(resize_slices(probs, (h, w), "bilinear").cpu())
     finally:
         model.train(was_training)
+    total = torch.cat(chunks)
 
-    assert total is not None
-    total /= float(len(scales))
     # (N, C, H, W) -> (C, N, H, W) -> per class, the slice axis back in place: (C, X, Y, Z)
     per_class = total.permute(1, 0, 2, 3).numpy()
     out = np.stack([slices_to_volume(p, axis) for p in per_class], axis=0)
@@ -230,8 +224,8 @@ def predict_files(
 ) -> list[Path]:
     """Predict every input NIfTI and write output_dir/<input file name>, a uint8 label map with the
     input's exact header geometry; with `png`, also output_dir/<stem>.png (QC montage). Writes
-    output_dir/labels.json ({"0": "background", ...}) when `class_names` is given (with or without
-    the background name). Returns the label files written, in input order.
+    output_dir/labels.json ({"0": "background", ...}), once all volumes are done, when `class_names` is
+    given (with or without the background name). Returns the label files written, in input order.
 
     Everything that can be checked up front is checked before anything is written: inputs exist, no
     output lands in an input's directory or on an input, no two outputs collide, class names fit.
@@ -242,9 +236,6 @@ def predict_files(
     names = _label_names(int(num_classes), class_names)
 
     model = model.to(device)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if names is not None:
-        write_json_atomic(names, output_dir / "labels.json")
 
     iterator = plan
     if progress:
@@ -268,4 +259,6 @@ def predict_files(
         if png_out is not None:
             write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing))
         written.append(label_out)
+    if names is not None:
+        write_json_atomic(names, output_dir / "labels.json")
     return written

@@ -25,8 +25,10 @@ cases contributed.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +44,21 @@ __all__ = ["CLASS_METRICS", "DISTANCE_METRICS", "OVERLAP_METRICS", "case_metrics
 CLASS_METRICS = ("dice", "jaccard", "hd95_mm", "asd_mm", "hd95_vox", "asd_vox")
 OVERLAP_METRICS = ("dice", "jaccard")
 DISTANCE_METRICS = ("hd95_mm", "asd_mm", "hd95_vox", "asd_vox")
+
+
+@contextlib.contextmanager
+def quiet_monai_internal_warnings() -> Iterator[None]:
+    """Hide the deprecation warning MONAI 1.6 raises from its own surface-distance code (nothing a user can act on).
+
+    ``warnings.catch_warnings`` swaps process-wide state and is not thread-safe, so it is only entered on
+    the main thread; code that runs these metrics in worker threads wraps the whole pool in it instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+        yield
 
 
 def _as_label_array(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
@@ -164,8 +181,7 @@ def case_metrics(
             # batch of two identical samples: spacing in mm for the first, in voxels for the second
             yp, yt = yp.expand(2, -1, *yp.shape[2:]), yt.expand(2, -1, *yt.shape[2:])
             spacings = [list(spacing_t), [1.0] * ndim]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # nothing here is empty; silence MONAI's generic warnings
+            with quiet_monai_internal_warnings():
                 hd = compute_hausdorff_distance(
                     yp, yt, include_background=True, percentile=95, spacing=spacings
                 )[:, 0].tolist()

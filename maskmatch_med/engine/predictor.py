@@ -26,10 +26,6 @@ def load_inference_model(checkpoint: Path, device: torch.device):
 def run_prediction(checkpoint: Path, input_paths: list[Path], output_dir: Path, scales, png: bool = False, device: str = "auto") -> list[Path]:
     torch_device = resolve_device(device)
     inputs = [path for given in input_paths for path in collect_inputs(given)]  # checked before the model loads
-    names = [path.name for path in inputs]
-    duplicate = next((name for name in names if names.count(name) > 1), None)
-    if duplicate:
-        raise UserError(f"--input: two inputs are named {duplicate}; their outputs would overwrite each other")
     model, recipe = load_inference_model(checkpoint, torch_device)
     return predict_files(
         model, inputs, output_dir, tuple(recipe.data.input_size), scales,

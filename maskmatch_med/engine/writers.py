@@ -151,6 +151,28 @@ def montage_grid(count: int) -> tuple[int, int]:
     return rows, cols
 
 
+def display_window(image: np.ndarray) -> tuple[float, float]:
+    """The 1st-99th percentile intensity window of the finite voxels."""
+    finite = np.asarray(image, dtype=np.float32)
+    finite = finite[np.isfinite(finite)]
+    return tuple(float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
+
+
+def overlay_rgb(slice2d: np.ndarray, labels2d: np.ndarray, alpha: float = 0.45, window: tuple[float, float] | None = None) -> np.ndarray:
+    """One stored slice as a uint8 RGB picture (see _display): grey intensities in `window`
+    (default: the slice's own 1-99 percentiles) with the labels blended in their class colours."""
+    lo, hi = window if window is not None else display_window(slice2d)
+    grey = np.clip((np.nan_to_num(np.asarray(slice2d, dtype=np.float32)) - lo) / max(hi - lo, 1e-6), 0.0, 1.0) * 255.0
+    grey = _display(grey)
+    lab = _display(labels2d).astype(np.int64)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    fg = lab > 0
+    if fg.any():
+        colours = CLASS_COLOURS[(lab[fg] - 1) % len(CLASS_COLOURS)]
+        rgb[fg] = (1.0 - alpha) * rgb[fg] + alpha * colours
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
 def write_overlay_montage(
     image: np.ndarray, labels: np.ndarray, out_path: Path, slice_axis: int, max_slices: int = 12, alpha: float = 0.45
 ) -> Path:
@@ -167,25 +189,18 @@ def write_overlay_montage(
         raise ValueError(f"image {image.shape} and labels {labels.shape} must be 3D arrays of the same shape")
     if slice_axis not in (0, 1, 2):
         raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
-    finite = image[np.isfinite(image)]
-    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-    grey = np.clip((np.nan_to_num(image) - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0) * 255.0
-
+    lo, hi = display_window(image)
     indices = montage_slice_indices(image.shape[slice_axis], max_slices)
     rows, cols = montage_grid(len(indices))
-    tile_h, tile_w = _display(np.take(grey, 0, axis=slice_axis)).shape
-    canvas = np.zeros((rows * tile_h, cols * tile_w, 3), dtype=np.float32)
-    for k, index in enumerate(indices):
-        g = _display(np.take(grey, index, axis=slice_axis))
-        lab = _display(np.take(labels, index, axis=slice_axis)).astype(np.int64)
-        rgb = np.repeat(g[..., None], 3, axis=2)
-        fg = lab > 0
-        if fg.any():
-            colours = CLASS_COLOURS[(lab[fg] - 1) % len(CLASS_COLOURS)]
-            rgb[fg] = (1.0 - alpha) * rgb[fg] + alpha * colours
+    tiles = [
+        overlay_rgb(np.take(image, index, axis=slice_axis), np.take(labels, index, axis=slice_axis), alpha, (lo, hi))
+        for index in indices
+    ]
+    tile_h, tile_w = tiles[0].shape[:2]
+    picture = np.zeros((rows * tile_h, cols * tile_w, 3), dtype=np.uint8)
+    for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
-        canvas[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = rgb
-    picture = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+        picture[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = tile
 
     from skimage import io as skio
 

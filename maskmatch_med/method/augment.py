@@ -275,20 +275,22 @@ def cutmix_box_mask(
         frac = _uniform(u[:, 3 + nd + k], math.sqrt(a_lo), math.sqrt(a_hi))
         lengths.append(frac * spatial[k])
 
+    # the per-sample box bounds are tiny: compute them where drawn, build the mask on `device`
+    out_device = u.device if device is None else torch.device(device)
     inside = []
     for k, size in enumerate(spatial):
         length = torch.round(lengths[k]).clamp(1, size)
         start = torch.floor(u[:, 3 + k] * (size - length + 1)).clamp(max=size - length)
-        idx = torch.arange(size, dtype=torch.float32, device=u.device)
-        inside.append((idx[None, :] >= start[:, None]) & (idx[None, :] < (start + length)[:, None]))
+        start, stop = start.to(out_device), (start + length).to(out_device)
+        idx = torch.arange(size, dtype=torch.float32, device=out_device)
+        inside.append((idx[None, :] >= start[:, None]) & (idx[None, :] < stop[:, None]))
 
-    mask = on.view((b,) + (1,) * nd)
+    mask = on.to(out_device).view((b,) + (1,) * nd)
     for k in range(nd):
         shape = [b] + [1] * nd
         shape[1 + k] = spatial[k]
         mask = mask & inside[k].view(shape)
-    mask = mask.unsqueeze(1)
-    return mask if device is None else mask.to(device)
+    return mask.unsqueeze(1)
 
 
 def cutmix(tensor: torch.Tensor, box: torch.Tensor, partner_index: torch.Tensor) -> torch.Tensor:
