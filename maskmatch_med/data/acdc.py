@@ -77,7 +77,8 @@ def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
     validation = read_patient_list(manifest / "val.txt")
     test = read_patient_list(manifest / "test.txt")
     order = read_patient_list(manifest / "labeled_order.txt")
-    for name, ids in (("val.txt", validation), ("test.txt", test), ("labeled_order.txt", order)):
+    used_order = order if num_labeled == "all" else order[:num_labeled]
+    for name, ids in (("val.txt", validation), ("test.txt", test), ("labeled_order.txt", used_order)):
         missing = [pid for pid in ids if pid not in present]
         if missing:
             raise UserError(f"{manifest / name}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} not found under {root}")
@@ -89,9 +90,8 @@ def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
         raise UserError(f"{manifest / 'labeled_order.txt'}: {', '.join(leaked)} also in val/test")
 
     training = [pid for pid in present if pid not in held_out]
-    ranked = order + [pid for pid in training if pid not in order]
     if num_labeled == "all":
-        labeled_ids = ranked
+        labeled_ids = order + [pid for pid in training if pid not in order]
     else:
         if num_labeled > len(order):
             raise UserError(f"data.num_labeled: {num_labeled} but {manifest / 'labeled_order.txt'} lists {len(order)} patients")

@@ -96,7 +96,6 @@ class Validator:
             per_case.append(dice_per_class(pred, loaded.label.array, data.num_classes))
             if len(previews) < 3:
                 previews.append(self._preview(loaded, pred))
-        model.train()
         with np.errstate(all="ignore"):
             per_class = np.nanmean(np.stack(per_case), axis=0)
         per_class = np.nan_to_num(per_class, nan=0.0)

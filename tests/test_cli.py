@@ -1,0 +1,278 @@
+"""The CLI end to end on phantom data in the ACDC layout: synth, check-data, train, resume, predict,
+evaluate, and the one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, phantom_root, tiny_manifest):
+    """One tiny MaskMatch run shared by the predict/evaluate tests."""
+    from maskmatch_med.config import load_recipe
+    from maskmatch_med.engine.trainer import train
+
+    work = tmp_path_factory.mktemp("run")
+    recipe = tiny_recipe(work / "recipe.yaml", phantom_root, tiny_manifest, work / "out")
+    train(load_recipe(recipe), progress=False)
+    return work / "out"
+
+
+def test_synth_writes_acdc_layout(run_cli, tmp_path):
+    code, out, err = run_cli("synth", "acdc", "--out", tmp_path / "acdc", "--patients", "2", "--seed", "1")
+    assert code == 0, err
+    patient = tmp_path / "acdc" / "patient002"
+    assert (patient / "Info.cfg").is_file()
+    frames = sorted(p.name for p in patient.glob("*.nii.gz"))
+    assert len(frames) == 4 and sum(name.endswith("_gt.nii.gz") for name in frames) == 2
+
+
+def test_check_data_passes_on_phantom(run_cli, tmp_path, phantom_root, tiny_manifest):
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out")
+    code, out, err = run_cli("check-data", recipe)
+    assert code == 0, err
+    assert "labeled: 2 cases" in out and "unlabeled: 10 cases" in out and "validation: 2 cases" in out
+
+
+def test_train_writes_run_directory(trained_run):
+    assert (trained_run / "recipe.yaml").is_file()
+    for name in ("last.pt", "best.pt"):
+        assert (trained_run / "checkpoints" / name).is_file()
+    rows = list(csv.DictReader(open(trained_run / "train_log.csv")))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert {"loss", "loss_x", "loss_s", "loss_m", "lr", "valid_frac"} <= set(rows[0])
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert float(rows[0]["lr"]) > float(rows[-1]["lr"])  # poly schedule
+    val = list(csv.DictReader(open(trained_run / "val_log.csv")))
+    assert [int(r["iteration"]) for r in val] == [2, 4]
+    assert {"dice_RV", "dice_Myo", "dice_LV", "dice_mean"} <= set(val[0])
+    records = [json.loads(line) for line in open(trained_run / "metrics.jsonl")]
+    assert {r["kind"] for r in records} == {"train", "val"}
+    assert any((trained_run / "tensorboard").iterdir())
+    # No temporary files left behind by the atomic writes.
+    assert not [p for p in trained_run.rglob("*.tmp")]
+
+
+def test_checkpoint_contents_load_safely(trained_run):
+    payload = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["iteration"] == 4 and payload["num_classes"] == 4 and payload["spatial_dims"] == 2
+    assert payload["teacher"] is not None and "optimizer" in payload and "rng" in payload
+    assert "method:" in payload["recipe"]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, phantom_root, tiny_manifest, run_cli, monkeypatch):
+    """A run killed right after its iteration-2 checkpoint and resumed ends with the same weights as an
+    uninterrupted 4-iteration run (same schedule, data order, augmentation and EMA)."""
+    from maskmatch_med.engine import trainer
+
+    full = tiny_recipe(tmp_path / "full.yaml", phantom_root, tiny_manifest, tmp_path / "full")
+    assert run_cli("train", full, "--no-progress")[0] == 0
+
+    split = tiny_recipe(tmp_path / "split.yaml", phantom_root, tiny_manifest, tmp_path / "split")
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt" and payload["iteration"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    assert run_cli("train", split, "--no-progress")[0] == 130
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 2
+
+    code, out, err = run_cli("train", split, "--no-progress", "--resume")
+    assert code == 0, err
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
+    assert b["iteration"] == 4
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], msg=f"student {key}")
+        torch.testing.assert_close(a["teacher"][key], b["teacher"][key], msg=f"teacher {key}")
+    assert a["best_score"] == b["best_score"]
+
+
+def test_existing_run_is_not_overwritten(trained_run, run_cli, tmp_path):
+    before = (trained_run / "checkpoints" / "last.pt").read_bytes()
+    code, _, err = run_cli("train", trained_run / "recipe.yaml", "--no-progress")
+    assert code == 2 and "already holds a run" in err
+    assert (trained_run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("method", ["supervised", "fixmatch"])
+def test_baselines_train(method, tmp_path, phantom_root, tiny_manifest, run_cli):
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", method={"name": method})
+    code, out, err = run_cli("train", recipe, "--no-progress", "--set", "train.iterations=2")
+    assert code == 0, err
+    header = open(tmp_path / "out" / "train_log.csv").readline()
+    assert ("loss_s" in header) == (method == "fixmatch") and "loss_m" not in header
+
+
+def test_predict_keeps_input_geometry(trained_run, phantom_root, run_cli, tmp_path):
+    patient = phantom_root / "patient001"
+    code, out, err = run_cli(
+        "predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", patient,
+        "--output", tmp_path / "pred", "--png", "--scales", "0.75,1.0,1.25",
+    )
+    assert code == 0, err
+    images = sorted(p for p in patient.glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == [p.name for p in images]
+    for image in images:
+        source, result = nib.load(image), nib.load(tmp_path / "pred" / image.name)
+        assert result.shape == source.shape
+        np.testing.assert_allclose(result.affine, source.affine, atol=1e-5)
+        assert nib.aff2axcodes(result.affine) == nib.aff2axcodes(source.affine)
+        assert result.get_data_dtype() == np.uint8
+        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2, 3}
+        a, b = sitk.ReadImage(str(image)), sitk.ReadImage(str(tmp_path / "pred" / image.name))
+        np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-4)
+        np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-4)
+        assert (tmp_path / "pred" / image.name.replace(".nii.gz", ".png")).is_file()
+    assert json.loads((tmp_path / "pred" / "labels.json").read_text()) == {"0": "background", "1": "RV", "2": "Myo", "3": "LV"}
+
+
+def test_evaluate_reports_per_case_and_class(trained_run, phantom_root, run_cli, tmp_path):
+    assert run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt",
+                   "--input", phantom_root / "patient001", "--output", tmp_path / "pred")[0] == 0
+    code, out, err = run_cli("evaluate", "--pred", tmp_path / "pred", "--gt", phantom_root, "--output", tmp_path / "report.csv")
+    assert code == 0, err
+    assert "2 cases evaluated" in out and "RV" in out and "HD95 (mm)" in out and "nan" not in out.lower()
+    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    assert {r["class"] for r in rows if r["case"].startswith("patient001")} == {"RV", "Myo", "LV"}
+
+
+# ----------------------------------------------------------------------------- bad input: exit 2, one line
+
+
+def copy_phantom(phantom_root: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "acdc"
+    shutil.copytree(phantom_root, root)
+    return root
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert all(any(f in line for line in lines) for f in fragments), err
+
+
+def save_like(reference: Path, data: np.ndarray, path: Path, affine=None) -> None:
+    image = nib.load(reference)
+    header = image.header.copy()
+    header.set_data_dtype(data.dtype)
+    nib.save(nib.Nifti1Image(data, image.affine if affine is None else affine, header), path)
+
+
+def test_bad_data_is_reported_per_file(tmp_path, phantom_root, tiny_manifest, run_cli):
+    root = copy_phantom(phantom_root, tmp_path)
+    p3, p5, p6, p7 = (root / f"patient00{i}" for i in (3, 5, 6, 7))
+    # corrupt (truncated) image
+    corrupt = next(p for p in p5.glob("*frame01.nii.gz"))
+    corrupt.write_bytes(corrupt.read_bytes()[:200])
+    # label with a value >= num_classes
+    gt = next(p3.glob("*frame01_gt.nii.gz"))
+    data = np.asarray(nib.load(gt).dataobj).copy()
+    data[0, 0, 0] = 7
+    save_like(gt, data, gt)
+    # NaN intensities
+    image = next(p for p in p6.glob("*frame01.nii.gz"))
+    values = nib.load(image).get_fdata().astype(np.float32)
+    values[1, 1, 0] = np.nan
+    save_like(image, values, image)
+    # label of another shape than its image
+    gt7 = next(p7.glob("*frame01_gt.nii.gz"))
+    save_like(gt7, np.zeros((5, 5, 2), np.uint8), gt7)
+    recipe = tiny_recipe(tmp_path / "r.yaml", root, tiny_manifest, tmp_path / "out")
+
+    code, out, err = run_cli("check-data", recipe)
+    assert code == 2 and "Traceback" not in err
+    assert corrupt.name in err and "patient003_frame01_gt" in err and "outside 0..3" in err
+    assert f"{image.name}" in err and "NaN" in err
+    # Unlabeled frames carry no label path, so patient007's broken label is never read; labeled ones are.
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert code == 2 and corrupt.name in err and not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_label_shape_and_affine_mismatch(tmp_path, phantom_root, tiny_manifest, run_cli):
+    root = copy_phantom(phantom_root, tmp_path)
+    patient = root / "patient003"
+    gt_a, gt_b = sorted(patient.glob("*_gt.nii.gz"))
+    save_like(gt_a, np.zeros((5, 5, 2), np.uint8), gt_a)
+    shifted = nib.load(gt_b).affine.copy()
+    shifted[0, 3] += 5.0
+    save_like(gt_b, np.asarray(nib.load(gt_b).dataobj), gt_b, affine=shifted)
+    recipe = tiny_recipe(tmp_path / "r.yaml", root, tiny_manifest, tmp_path / "out")
+    code, _, err = run_cli("check-data", recipe)
+    assert code == 2
+    assert f"{gt_a.name}: shape (5, 5, 2) differs" in err and f"{gt_b.name}: affine differs" in err
+
+
+def test_missing_patient_and_empty_unlabeled_split(tmp_path, phantom_root, tiny_manifest, run_cli):
+    root = copy_phantom(phantom_root, tmp_path)
+    shutil.rmtree(root / "patient002")
+    recipe = tiny_recipe(tmp_path / "r.yaml", root, tiny_manifest, tmp_path / "out")
+    assert_one_line_error(*run_cli("check-data", recipe)[::2], "val.txt: patient002 not found")
+
+    only = tmp_path / "only"
+    for pid in ("patient001", "patient002", "patient003"):
+        shutil.copytree(phantom_root / pid, only / pid)
+    recipe = tiny_recipe(tmp_path / "r2.yaml", only, tiny_manifest, tmp_path / "out2")
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert code == 2 and "split 'unlabeled' is empty" in err
+
+
+def test_recipe_typo_and_wrong_type(tmp_path, phantom_root, tiny_manifest, run_cli):
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out")
+    assert_one_line_error(*run_cli("train", recipe, "--set", "method.mask.ratoi=0.5")[::2], "method.mask.ratoi: unknown key")
+    assert_one_line_error(*run_cli("train", recipe, "--set", "train.batch_size=big")[::2], "train.batch_size")
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_from_another_model_or_not_a_checkpoint(trained_run, tmp_path, phantom_root, tiny_manifest, run_cli):
+    other = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "other", model={"channels": [8, 16, 32]})
+    shutil.copytree(trained_run / "checkpoints", tmp_path / "other" / "checkpoints")
+    assert_one_line_error(*run_cli("train", other, "--resume", "--no-progress")[::2], "last.pt", "do not fit")
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert_one_line_error(*run_cli("predict", "--checkpoint", junk, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2], "junk.pt")
+    assert not (tmp_path / "p").exists()
+
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": object()}, pickled)
+    assert_one_line_error(*run_cli("predict", "--checkpoint", pickled, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2], "pickled.pt")
+
+
+def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, run_cli):
+    root = copy_phantom(phantom_root, tmp_path)
+    before = sorted(p.name for p in (root / "patient001").iterdir())
+    code, _, err = run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt",
+                           "--input", root / "patient001", "--output", root / "patient001")
+    assert_one_line_error(code, err, "patient001")
+    assert sorted(p.name for p in (root / "patient001").iterdir()) == before
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    """`python -m maskmatch_med` works (torchrun launches it that way) and errors exit 2 without a traceback."""
+    result = subprocess.run([sys.executable, "-m", "maskmatch_med", "train", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: recipe not found"
+    script = Path(sys.executable).parent / "maskmatch-med"
+    if script.exists():
+        result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "predict" in result.stdout
