@@ -276,3 +276,30 @@ def test_console_script_and_module_entry_points(tmp_path):
     if script.exists():
         result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "predict" in result.stdout
+
+
+def test_train_from_monai_datalist(tmp_path, phantom_root, run_cli):
+    """Bring-your-own data: a Decathlon-style datalist JSON instead of the ACDC layout."""
+    base = tmp_path / "byod"
+    entries = {"training": [], "unlabeled": [], "validation": [], "test": []}
+    for number, section in ((3, "training"), (4, "unlabeled"), (5, "unlabeled"), (2, "validation"), (1, "test")):
+        patient = phantom_root / f"patient{number:03d}"
+        for image in sorted(p for p in patient.glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz")):
+            label = image.with_name(image.name.replace(".nii.gz", "_gt.nii.gz"))
+            (base / "images").mkdir(parents=True, exist_ok=True)
+            (base / "labels").mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, base / "images" / image.name)
+            shutil.copy(label, base / "labels" / image.name)
+            entry = {"image": f"images/{image.name}"}
+            if section != "unlabeled":
+                entry["label"] = f"labels/{image.name}"
+            entries[section].append(entry)
+    (base / "datalist.json").write_text(json.dumps(entries))
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tmp_path, tmp_path / "out",
+                         data={"layout": "datalist", "datalist": str(base / "datalist.json"), "root": None})
+    code, out, err = run_cli("check-data", recipe)
+    assert code == 0, err
+    assert "labeled: 2 cases" in out and "unlabeled: 4 cases" in out and "test: 2 cases" in out
+    code, out, err = run_cli("train", recipe, "--no-progress", "--set", "train.iterations=2")
+    assert code == 0, err
+    assert (tmp_path / "out" / "checkpoints" / "best.pt").is_file()

@@ -132,8 +132,11 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
     step = build_step(recipe.method, t.weak_aug, divisor)
 
     splits = resolve_splits(recipe.data)
+    # The same checks as check-data, test split included, so a broken test file shows up now and not
+    # after hours of training; training itself never reads the test volumes.
     loaded, problems = check_splits(splits, recipe.data.num_classes, step.semi_supervised)
     require_clean(problems)
+    del loaded["test"]
     input_size = tuple(recipe.data.input_size)
     labeled = build_slice_set(loaded["labeled"], input_size, with_labels=True).to(device)
     unlabeled = build_slice_set(loaded["unlabeled"], input_size, with_labels=False).to(device) if step.semi_supervised else None
