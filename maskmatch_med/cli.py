@@ -65,10 +65,11 @@ def train(
 
     overrides = list(set_ or []) + ([f"output_dir={output}"] if output else [])
     result = run_training(load_recipe(recipe, overrides), resume=resume, progress=progress)
-    typer.echo(
-        f"done in {result.seconds / 60:.1f} min; best validation Dice {result.best_score:.4f} at iteration "
-        f"{result.best_iteration}; checkpoint {result.best_checkpoint}"
-    )
+    if result.is_main:
+        typer.echo(
+            f"done in {result.seconds / 60:.1f} min; best validation Dice {result.best_score:.4f} at iteration "
+            f"{result.best_iteration}; checkpoint {result.best_checkpoint}"
+        )
 
 
 @app.command("check-data")

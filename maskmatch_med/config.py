@@ -144,6 +144,10 @@ class TrainConfig(Section):
     eval_model: Literal["auto", "student", "teacher"] = Field(
         "auto", description="network validated and saved for inference; auto = the EMA teacher when there is one"
     )
+    keep_last: int = Field(0, ge=0, description="also keep the K most recent iter_NNNNNNN.pt checkpoints")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA (ignored on CPU)")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun")
+    deterministic: bool = Field(False, description="deterministic kernels (torch.use_deterministic_algorithms)")
     weak_aug: WeakAugConfig = Field(default_factory=WeakAugConfig)
 
     @model_validator(mode="after")

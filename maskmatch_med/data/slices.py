@@ -25,8 +25,8 @@ class SliceSet:
     def to(self, device: torch.device) -> SliceSet:
         return SliceSet(self.images.to(device), None if self.labels is None else self.labels.to(device))
 
-    def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        index = torch.randint(len(self), (count,), generator=generator).to(self.images.device)
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        index = index.to(self.images.device)
         labels = None if self.labels is None else self.labels[index].long()
         return self.images[index], labels
 

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from maskmatch_med.config import Recipe
 from maskmatch_med.data.checks import LoadedCase, check_splits, require_clean
 from maskmatch_med.data.slices import build_slice_set
 from maskmatch_med.data.splits import resolve_splits
+from maskmatch_med.data.sampling import EpochSampler
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
+from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
 from maskmatch_med.engine.inference import predict_volume_labels
 from maskmatch_med.engine.metrics import dice_per_class
 from maskmatch_med.engine.run_log import RunLog
@@ -38,6 +41,7 @@ class TrainResult:
     best_score: float
     best_iteration: int
     seconds: float
+    is_main: bool = True  # False on the other ranks of a torchrun job
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,121 +117,202 @@ class Validator:
         return overlay_rgb(np.take(loaded.image.array, middle, axis=axis), np.take(pred, middle, axis=axis))
 
 
-def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:
-    started = time.perf_counter()
-    run_dir = Path(recipe.output_dir)
-    ckpt_dir = run_dir / CHECKPOINT_DIR
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    if resume and not last_path.is_file():
-        raise UserError(f"--resume: no checkpoint at {last_path}")
-    if not resume and last_path.exists():
-        raise UserError(f"output_dir: {run_dir} already holds a run; pass --resume to continue it or choose another --output")
+class Trainer:
+    """One run: set-up (data, model, optimizer, optional resume), then `run()` iterates.
 
-    t = recipe.train
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed)
-    divisor = size_divisor(recipe.model)
-    if any(s % divisor for s in recipe.data.input_size):
-        raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
-    step = build_step(recipe.method, t.weak_aug, divisor)
+    Under torchrun every rank builds the same Trainer; the student is wrapped in DDP, each rank draws
+    its own share of every epoch, and only rank 0 validates, logs and writes files.
+    """
 
-    splits = resolve_splits(recipe.data)
-    # The same checks as check-data, test split included, so a broken test file shows up now and not
-    # after hours of training; training itself never reads the test volumes.
-    loaded, problems = check_splits(splits, recipe.data.num_classes, step.semi_supervised)
-    require_clean(problems)
-    del loaded["test"]
-    input_size = tuple(recipe.data.input_size)
-    labeled = build_slice_set(loaded["labeled"], input_size, with_labels=True).to(device)
-    unlabeled = build_slice_set(loaded["unlabeled"], input_size, with_labels=False).to(device) if step.semi_supervised else None
-    validator = Validator(loaded["validation"], recipe, device, divisor)
+    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True):
+        self.recipe, t = recipe, recipe.train
+        self.run_dir = Path(recipe.output_dir)
+        ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        self.last_path, self.best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+        if resume and not self.last_path.is_file():
+            raise UserError(f"--resume: no checkpoint at {self.last_path}")
+        if not resume and self.last_path.exists():
+            raise UserError(f"output_dir: {self.run_dir} already holds a run; pass --resume to continue it or choose another --output")
 
-    model = build_model(recipe.model, spatial_dims=2, in_channels=1, num_classes=recipe.data.num_classes).to(device)
-    teacher = make_teacher(model) if step.semi_supervised and recipe.method.teacher == "ema" else None
-    optimizer = build_optimizer(recipe, model)
-    generator = torch.Generator().manual_seed(t.seed)
-    start, best_score, best_iteration = 0, -math.inf, 0
+        device = resolve_device(t.device)
+        self.dist = init_distributed(device.type)
+        self.device = torch.device(f"cuda:{self.dist.local_rank}") if device.type == "cuda" and self.dist.enabled else device
+        self.progress = progress and self.dist.is_main
+        torch.manual_seed(t.seed)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
-    if resume:
-        state = load_checkpoint(last_path, map_location=device)
-        load_state(model, state["model"], last_path, "student")
-        if teacher is not None:
+        divisor = size_divisor(recipe.model)
+        if any(s % divisor for s in recipe.data.input_size):
+            raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
+        self.step = build_step(recipe.method, t.weak_aug, divisor)
+        self._load_data(divisor)
+
+        model = build_model(recipe.model, spatial_dims=2, in_channels=1, num_classes=recipe.data.num_classes).to(self.device)
+        if self.dist.enabled and t.sync_bn:
+            if self.device.type == "cuda":
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif self.dist.is_main:
+                print("train.sync_bn: SyncBatchNorm needs CUDA; each CPU process keeps its own batch statistics")
+        self.model = model  # the bare student: EMA, checkpoints and the shared teacher use it
+        self.teacher = make_teacher(model) if self.step.semi_supervised and recipe.method.teacher == "ema" else None
+        self.student = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.dist.enabled else model
+        self.optimizer = build_optimizer(recipe, model)
+        # Augmentation randomness differs per rank; data order comes from the stateless samplers.
+        self.generator = torch.Generator().manual_seed(t.seed * 1000 + self.dist.rank)
+        self.start, self.best_score, self.best_iteration = 0, -math.inf, 0
+        if resume:
+            self._resume()
+        self.eval_model = self.teacher if (self.teacher is not None and t.eval_model != "student") else model
+
+    def _load_data(self, divisor: int) -> None:
+        recipe, t = self.recipe, self.recipe.train
+        splits = resolve_splits(recipe.data)
+        # The same checks as check-data, test split included, so a broken test file shows up now and not
+        # after hours of training; training itself never reads the test volumes.
+        loaded, problems = check_splits(splits, recipe.data.num_classes, self.step.semi_supervised)
+        require_clean(problems)
+        del loaded["test"]
+        size = tuple(recipe.data.input_size)
+        self.labeled = build_slice_set(loaded["labeled"], size, with_labels=True).to(self.device)
+        rank, world = self.dist.rank, self.dist.world_size
+        self.labeled_sampler = EpochSampler(len(self.labeled), t.batch_size, t.seed, rank, world)
+        self.unlabeled = self.unlabeled_sampler = None
+        if self.step.semi_supervised:
+            self.unlabeled = build_slice_set(loaded["unlabeled"], size, with_labels=False).to(self.device)
+            self.unlabeled_sampler = EpochSampler(len(self.unlabeled), t.unlabeled_batch_size, t.seed + 1, rank, world)
+        self.validator = Validator(loaded["validation"], recipe, self.device, divisor)
+
+    def _resume(self) -> None:
+        path = self.last_path
+        state = load_checkpoint(path, map_location=self.device)
+        if state["num_classes"] != self.recipe.data.num_classes:
+            raise UserError(f"{path}: trained for {state['num_classes']} classes, the recipe has data.num_classes={self.recipe.data.num_classes}")
+        load_state(self.model, state["model"], path, "student")
+        if self.teacher is not None:
             if state.get("teacher") is None:
-                raise UserError(f"{last_path}: has no EMA teacher but method.teacher is 'ema'")
-            load_state(teacher, state["teacher"], last_path, "teacher")
+                raise UserError(f"{path}: has no EMA teacher but method.teacher is 'ema'")
+            load_state(self.teacher, state["teacher"], path, "teacher")
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as error:
-            raise UserError(f"{last_path}: optimizer state does not fit ({error})") from None
-        generator.set_state(state["rng"]["generator"])
+            raise UserError(f"{path}: optimizer state does not fit ({error})") from None
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        generators = state["rng"]["generators"]
+        if len(generators) == self.dist.world_size:
+            self.generator.set_state(generators[self.dist.rank])
         torch.set_rng_state(state["rng"]["torch"])
-        start, best_score, best_iteration = state["iteration"], state["best_score"], state["best_iteration"]
-        if start >= t.iterations:
-            raise UserError(f"--resume: the run already finished {start} of train.iterations={t.iterations}")
+        self.start, self.best_score, self.best_iteration = state["iteration"], state["best_score"], state["best_iteration"]
+        if self.start >= self.recipe.train.iterations:
+            raise UserError(f"--resume: the run already finished {self.start} of train.iterations={self.recipe.train.iterations}")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "recipe.yaml", recipe.to_yaml())
-    eval_model = teacher if (teacher is not None and t.eval_model != "student") else model
-    teacher_fn = teacher if teacher is not None else shared_teacher(model)
-    log = RunLog(run_dir)
-    print(
-        f"{recipe.method.name}: {len(labeled)} labeled / {len(unlabeled) if unlabeled is not None else 0} unlabeled slices, "
-        f"{len(validator.cases)} validation volumes, device {device}, run dir {run_dir}"
-    )
-
-    def checkpoint(path: Path, iteration: int) -> None:
-        save_checkpoint(path, {
-            "recipe": recipe.to_yaml(),
-            "num_classes": recipe.data.num_classes,
+    def _checkpoint(self, paths: list[Path], iteration: int, generators: list[torch.Tensor]) -> None:
+        payload = {
+            "recipe": self.recipe.to_yaml(),
+            "num_classes": self.recipe.data.num_classes,
             "spatial_dims": 2,
-            "model": model.state_dict(),
-            "teacher": teacher.state_dict() if teacher is not None else None,
-            "inference": eval_model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": self.model.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "inference": self.eval_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "iteration": iteration,
-            "best_score": best_score,
-            "best_iteration": best_iteration,
-            "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
-        })
+            "best_score": self.best_score,
+            "best_iteration": self.best_iteration,
+            "rng": {"generators": generators, "torch": torch.get_rng_state()},
+        }
+        for path in paths:
+            save_checkpoint(path, payload)
 
-    model.train()
-    checkpoint_every = t.checkpoint_every or t.val_every
-    bar = tqdm(total=t.iterations, initial=start, disable=not progress, dynamic_ncols=True, desc="train")
-    try:
-        for iteration in range(start, t.iterations):
-            lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, labels = labeled.sample(t.batch_size, generator)
-            unlabeled_images = unlabeled.sample(t.unlabeled_batch_size, generator)[0] if unlabeled is not None else None
-            output = step(model, teacher_fn, Batch(images, labels, unlabeled_images), generator)
-            if not torch.isfinite(output.loss):
-                bad = [k for k, v in output.logs.items() if not math.isfinite(v)]
-                raise UserError(f"iteration {iteration + 1}: loss is not finite ({', '.join(bad)}); stopped, {last_path} is the last good checkpoint")
-            optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            optimizer.step()
-            if teacher is not None:
-                ema_update(teacher, model, recipe.method.ema_momentum, step=iteration)
+    def _prune_snapshots(self) -> None:
+        snapshots = sorted(self.last_path.parent.glob("iter_*.pt"))
+        for old in snapshots[: max(0, len(snapshots) - self.recipe.train.keep_last)]:
+            old.unlink(missing_ok=True)
 
-            done = iteration + 1
-            bar.update(1)
-            if done % t.log_every == 0 or done == t.iterations:
-                values = {**output.logs, "lr": lr}
-                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k.startswith("loss") or k == "lr"})
-                log.log("train", done, values)
-            if done % t.val_every == 0 or done == t.iterations:
-                metrics, previews = validator(eval_model)
-                if metrics["dice_mean"] > best_score:
-                    best_score, best_iteration = metrics["dice_mean"], done
-                    checkpoint(best_path, done)
-                log.log("val", done, {**metrics, "best_dice_mean": best_score})
-                for index, rgb in enumerate(previews):
-                    log.image(f"val/case{index}", rgb, done)
-                bar.write(f"iteration {done}: validation Dice " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items()) + f" (best {best_score:.3f} @ {best_iteration})")
-            if done % checkpoint_every == 0 or done % t.val_every == 0 or done == t.iterations:
-                checkpoint(last_path, done)
-    finally:
-        bar.close()
-        log.close()
-    return TrainResult(run_dir, best_path, best_score, best_iteration, time.perf_counter() - started)
+    def _train_step(self, iteration: int) -> dict[str, float]:
+        t = self.recipe.train
+        lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images, labels = self.labeled.batch(self.labeled_sampler.indices(iteration))
+        unlabeled = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration))[0] if self.unlabeled is not None else None
+        teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            output = self.step(self.student, teacher, Batch(images, labels, unlabeled), self.generator)
+        if not all_ranks(self.dist, bool(torch.isfinite(output.loss)), self.device):
+            bad = [k for k, v in output.logs.items() if not math.isfinite(v)] or ["loss"]
+            raise UserError(
+                f"iteration {iteration + 1}: loss is not finite ({', '.join(bad)}); stopped without saving, "
+                f"{self.last_path} is the last good checkpoint"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(output.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.teacher is not None:
+            ema_update(self.teacher, self.model, self.recipe.method.ema_momentum, step=iteration)
+        return {**output.logs, "lr": lr}
+
+    def run(self) -> TrainResult:
+        started = time.perf_counter()
+        recipe, t, main = self.recipe, self.recipe.train, self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
+            print(
+                f"{recipe.method.name}: {len(self.labeled)} labeled / {len(self.unlabeled) if self.unlabeled is not None else 0} "
+                f"unlabeled slices, {len(self.validator.cases)} validation volumes, device {self.device}"
+                + (f", {self.dist.world_size} processes" if self.dist.enabled else "") + f", run dir {self.run_dir}"
+            )
+        log = RunLog(self.run_dir) if main else None
+        checkpoint_every = t.checkpoint_every or t.val_every
+        bar = tqdm(total=t.iterations, initial=self.start, disable=not self.progress, dynamic_ncols=True, desc="train")
+        self.model.train()
+        try:
+            for iteration in range(self.start, t.iterations):
+                logs = self._train_step(iteration)
+                done = iteration + 1
+                bar.update(1)
+                if done % t.log_every == 0 or done == t.iterations:
+                    logs = mean_over_ranks(self.dist, logs, self.device)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k.startswith("loss") or k == "lr"})
+                    if log:
+                        log.log("train", done, logs)
+                validate = done % t.val_every == 0 or done == t.iterations
+                save = validate or done % checkpoint_every == 0
+                generators = gather_states(self.dist, self.generator.get_state(), self.device) if save else []
+                if validate and main:
+                    self._validate(done, log, bar, generators)
+                if save and main:
+                    snapshot = [self.last_path.parent / f"iter_{done:07d}.pt"] if t.keep_last else []
+                    self._checkpoint([self.last_path, *snapshot], done, generators)
+                    self._prune_snapshots()
+                if save:
+                    barrier(self.dist)
+        finally:
+            bar.close()
+            if log:
+                log.close()
+            shutdown(self.dist)
+        return TrainResult(
+            self.run_dir, self.best_path, self.best_score, self.best_iteration, time.perf_counter() - started, self.dist.is_main
+        )
+
+    def _validate(self, done: int, log: RunLog, bar: tqdm, generators: list[torch.Tensor]) -> None:
+        metrics, previews = self.validator(self.eval_model)
+        if metrics["dice_mean"] > self.best_score:
+            self.best_score, self.best_iteration = metrics["dice_mean"], done
+            self._checkpoint([self.best_path], done, generators)
+        log.log("val", done, {**metrics, "best_dice_mean": self.best_score})
+        for index, rgb in enumerate(previews):
+            log.image(f"val/case{index}", rgb, done)
+        summary = ", ".join(f"{key[5:]} {value:.3f}" for key, value in metrics.items())
+        bar.write(f"iteration {done}: validation Dice {summary} (best {self.best_score:.3f} @ {self.best_iteration})")
+
+
+def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:
+    return Trainer(recipe, resume=resume, progress=progress).run()
