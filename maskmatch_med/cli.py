@@ -99,11 +99,12 @@ def predict(
     scales: Annotated[str, typer.Option(help="Test-time scales, comma-separated, e.g. 0.75,1.0,1.25.")] = "1.0",
     png: Annotated[bool, typer.Option("--png", help="Also write a PNG montage with the label overlay per case.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep outputs an interrupted run already completed.")] = False,
 ) -> None:
     """Segment NIfTI volumes; each output has its input's shape, affine and orientation."""
     from maskmatch_med.engine.predictor import run_prediction
 
-    written = run_prediction(checkpoint, inputs, output, _parse_scales(scales), png=png, device=device)
+    written = run_prediction(checkpoint, inputs, output, _parse_scales(scales), png=png, device=device, skip_existing=skip_existing)
     typer.echo(f"wrote {len(written)} label maps to {output}")
 
 

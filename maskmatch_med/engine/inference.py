@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn as nn
@@ -208,6 +209,16 @@ def plan_outputs(inputs: list[Path], output_dir: Path, png: bool = False) -> lis
     return plan
 
 
+def _complete(output: Path, source: Path) -> bool:
+    """An earlier output that reads back as a NIfTI with its input's shape."""
+    if not output.is_file():
+        return False
+    try:
+        return nib.load(str(output)).shape == nib.load(str(source)).shape
+    except Exception:  # unreadable: predict it again
+        return False
+
+
 def predict_files(
     model: nn.Module,
     inputs: list[Path],
@@ -221,6 +232,7 @@ def predict_files(
     progress: bool = True,
     batch_size: int = 16,
     size_divisor: int = 16,
+    skip_existing: bool = False,
 ) -> list[Path]:
     """Predict every input NIfTI and write output_dir/<input file name>, a uint8 label map with the
     input's exact header geometry; with `png`, also output_dir/<stem>.png (QC montage). Writes
@@ -244,6 +256,9 @@ def predict_files(
         iterator = tqdm(plan, desc="predict", unit="vol")
     written = []
     for src, label_out, png_out in iterator:
+        if skip_existing and _complete(label_out, src) and (png_out is None or png_out.is_file()):
+            written.append(label_out)  # finished by an earlier, interrupted run (writes are atomic)
+            continue
         vol = load_volume(src)
         probs = predict_volume_probabilities(
             model, vol.array, vol.spacing, input_size, scales, batch_size=batch_size, device=device,
