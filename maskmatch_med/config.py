@@ -110,7 +110,8 @@ class StrongAugConfig(Section):
 
 class WeakAugConfig(Section):
     rotate_deg: float = Field(20.0, ge=0.0)
-    scale_range: tuple[float, float] = (0.85, 1.15)
+    # Wide enough to cover the ensemble scales: the teacher must be competent at every scale it fuses.
+    scale_range: tuple[float, float] = (0.7, 1.4)
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
 
 
