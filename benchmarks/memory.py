@@ -10,7 +10,6 @@ growth after warm-up; allocator noise as small jitter.
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import threading
 import time

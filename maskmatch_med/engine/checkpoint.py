@@ -8,7 +8,6 @@ optimizer state, iteration, best validation score and the RNG states needed for 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import yaml
 
 from maskmatch_med import __version__
 from maskmatch_med.config import Recipe, recipe_from_dict
+from maskmatch_med.engine.writers import atomic_path
 from maskmatch_med.errors import UserError
 
 FORMAT_VERSION = 1
@@ -27,16 +27,10 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, "package_version": __version__, **payload}
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp, open(temp, "wb") as stream:
+        torch.save(payload, stream)
+        stream.flush()
+        os.fsync(stream.fileno())  # the rename must not overtake the data on a crash
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

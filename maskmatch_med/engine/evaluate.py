@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from maskmatch_med.engine.metrics import CLASS_METRICS, case_metrics, quiet_monai_internal_warnings
+from maskmatch_med.engine.writers import write_text_atomic
 from maskmatch_med.errors import UserError
 
 __all__ = [
@@ -280,24 +280,10 @@ def write_report_csv(report: EvaluationReport, output_csv: Path) -> Path:
     for name in [*report.class_names, MEAN_ROW]:
         writer.writerow(["MEAN", name, *(_csv_value(report.summary[name][m]["mean"]) for m in CLASS_METRICS)])
     output_csv = Path(output_csv)
-    parent = output_csv.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output_csv.name}.", suffix=".tmp", dir=parent)
+        write_text_atomic(buf.getvalue(), output_csv)
     except OSError as exc:
         raise UserError(f"{output_csv}: cannot write here ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, output_csv)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return output_csv
 
 

@@ -4,8 +4,6 @@ logging -> validation -> checkpoints. Methods only supply the step (method/steps
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, 
 from maskmatch_med.engine.inference import predict_volume_labels
 from maskmatch_med.engine.metrics import dice_per_class
 from maskmatch_med.engine.run_log import RunLog
-from maskmatch_med.engine.writers import overlay_rgb
+from maskmatch_med.engine.writers import overlay_rgb, write_text_atomic
 from maskmatch_med.errors import UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
 from maskmatch_med.method.steps import Batch, build_step
@@ -54,13 +52,6 @@ def resolve_device(name: str) -> torch.device:
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
     return base_lr * (1.0 - iteration / total) ** power
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temp, path)
 
 
 def shared_teacher(student: torch.nn.Module):
@@ -262,7 +253,7 @@ class Trainer:
         recipe, t, main = self.recipe, self.recipe.train, self.dist.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
+            write_text_atomic(recipe.to_yaml(), self.run_dir / "recipe.yaml")
             print(
                 f"{recipe.method.name}: {len(self.labeled)} labeled / {len(self.unlabeled) if self.unlabeled is not None else 0} "
                 f"unlabeled slices, {len(self.validator.cases)} validation volumes, device {self.device}"
