@@ -1,6 +1,8 @@
 # Two commands set everything up: `make demo` and `make test`.
 # TORCH picks the PyTorch build: the default is the CPU wheel; on a GPU machine use e.g.
 #   make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# bash, for the `time` keyword that times each demo step
+SHELL := /bin/bash
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv

@@ -57,14 +57,15 @@ def train(
     set_: SetOption = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Run directory (overrides output_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Train a model from a recipe (checks every data file first)."""
     from maskmatch_med.config import load_recipe
     from maskmatch_med.engine.trainer import train as run_training
 
     overrides = list(set_ or []) + ([f"output_dir={output}"] if output else [])
-    result = run_training(load_recipe(recipe, overrides), resume=resume, progress=progress)
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
     if result.is_main:
         typer.echo(
             f"done in {result.seconds / 60:.1f} min; best validation Dice {result.best_score:.4f} at iteration "
@@ -86,7 +87,7 @@ def check_data(
     splits = resolve_splits(config.data)
     loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=config.method.name != "supervised")
     for name, cases in splits.items():
-        typer.echo(f"{name:>10}: {len(cases)} cases")
+        typer.echo(f"{name:>10}: {len(cases)} case{'s' if len(cases) != 1 else ''}")
     require_clean(problems)
     typer.echo(f"all {sum(len(c) for _, c in splits.items())} cases readable and consistent")
 
@@ -105,7 +106,7 @@ def predict(
     from maskmatch_med.engine.predictor import run_prediction
 
     written = run_prediction(checkpoint, inputs, output, _parse_scales(scales), png=png, device=device, skip_existing=skip_existing)
-    typer.echo(f"wrote {len(written)} label maps to {output}")
+    typer.echo(f"wrote {len(written)} label map{'s' if len(written) != 1 else ''} to {output}")
 
 
 @app.command()
@@ -122,7 +123,8 @@ def evaluate(
     names = [n.strip() for n in class_names.split(",")] if class_names else None
     report = evaluate_folders(pred, gt, output_csv=output, class_names=names, require_all=require_all)
     typer.echo(f"{len(report.cases)} cases evaluated" + (
-        f"; {len(report.unpredicted)} ground-truth cases under {gt} have no prediction and were not scored" if report.unpredicted else ""
+        f"; {len(report.unpredicted)} other ground-truth cases under {gt} were not predicted and are not scored"
+        " (expected when --gt is a dataset root; --require-all makes it an error)" if report.unpredicted else ""
     ))
     typer.echo(format_summary_table(report))
     if output:
@@ -139,7 +141,8 @@ def main() -> None:
     try:
         app()
     except UserError as error:
-        typer.echo(f"error: {error}", err=True)
+        for line in str(error).splitlines():  # several data problems: one line each
+            typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

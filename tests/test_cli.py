@@ -201,6 +201,8 @@ def test_bad_data_is_reported_per_file(tmp_path, phantom_root, tiny_manifest, ru
 
     code, out, err = run_cli("check-data", recipe)
     assert code == 2 and "Traceback" not in err
+    assert all(line.startswith("error: ") for line in err.strip().splitlines())  # one line per problem
+    assert "3 data problems found" in err  # corrupt image, label value, NaN (patient007 is unlabeled)
     assert corrupt.name in err and "patient003_frame01_gt" in err and "outside 0..3" in err
     assert f"{image.name}" in err and "NaN" in err
     # Unlabeled frames carry no label path, so patient007's broken label is never read; labeled ones are.
@@ -250,12 +252,14 @@ def test_checkpoint_from_another_model_or_not_a_checkpoint(trained_run, tmp_path
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert_one_line_error(*run_cli("predict", "--checkpoint", junk, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2], "junk.pt")
+    assert_one_line_error(*run_cli("predict", "--checkpoint", junk, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2],
+                          "junk.pt: not a readable checkpoint: not a PyTorch checkpoint file")
     assert not (tmp_path / "p").exists()
 
     pickled = tmp_path / "pickled.pt"
     torch.save({"model": object()}, pickled)
-    assert_one_line_error(*run_cli("predict", "--checkpoint", pickled, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2], "pickled.pt")
+    assert_one_line_error(*run_cli("predict", "--checkpoint", pickled, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2],
+                          "pickled.pt", "pickled Python objects")
 
 
 def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, run_cli):

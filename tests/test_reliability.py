@@ -111,3 +111,23 @@ def test_predict_skip_existing_resumes_an_interrupted_prediction(tmp_path, phant
     before = first.stat().st_mtime_ns
     assert run_cli("predict", "--checkpoint", ckpt, "--input", patient, "--output", out, "--skip-existing")[0] == 0
     assert second.is_file() and first.stat().st_mtime_ns == before
+
+
+def test_amp_setting_is_ignored_on_cpu(tmp_path, phantom_root, tiny_manifest, run_cli):
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 2, "amp": "bf16"})
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert code == 0, err
+    state = torch.load(tmp_path / "out" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["scaler"] is None and all(v.dtype != torch.bfloat16 for v in state["model"].values())
+
+
+def test_run_files_are_readable_by_others(tmp_path, phantom_root, tiny_manifest, run_cli):
+    """Atomic writes must not leave temp-file permissions (0600) on shared results."""
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 2})
+    old = os.umask(0o022)
+    try:
+        assert run_cli("train", recipe, "--no-progress")[0] == 0
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "out" / "recipe.yaml", tmp_path / "out" / "checkpoints" / "last.pt"):
+        assert path.stat().st_mode & 0o044 == 0o044, path

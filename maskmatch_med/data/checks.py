@@ -63,6 +63,7 @@ def check_splits(splits: Splits, num_classes: int, semi_supervised: bool) -> tup
 
 
 def require_clean(problems: list[str]) -> None:
-    """Raise one UserError listing every problem, one per line."""
+    """Raise one UserError listing every problem, one per line (the CLI prefixes each with "error:")."""
     if problems:
-        raise UserError("\n".join(problems) + f"\n{len(problems)} data problem(s); nothing was trained")
+        count = f"{len(problems)} data problem{'s' if len(problems) > 1 else ''}"
+        raise UserError("\n".join(problems + [f"{count} found; fix them (maskmatch-med check-data RECIPE) and run again"]))

@@ -41,10 +41,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for truncated, foreign or pickled files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        text = str(error)
+        if "Unsupported global" in text:
             reason = "it contains pickled Python objects, refused for safety (weights_only loading)"
-        raise UserError(f"{path}: not a readable checkpoint: {reason[:200]}") from None
+        elif "WeightsUnpickler" in text or "invalid load key" in text:
+            reason = "not a PyTorch checkpoint file"
+        else:
+            reason = (text.strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"{path}: not a readable checkpoint: {reason}") from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise UserError(f"{path}: not a maskmatch-med checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
     if payload["format_version"] > FORMAT_VERSION:
