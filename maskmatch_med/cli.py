@@ -101,11 +101,15 @@ def predict(
     png: Annotated[bool, typer.Option("--png", help="Also write a PNG montage with the label overlay per case.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep outputs an interrupted run already completed.")] = False,
+    largest_component: Annotated[bool, typer.Option("--largest-component", help="Keep only the largest connected component of each class.")] = False,
 ) -> None:
     """Segment NIfTI volumes; each output has its input's shape, affine and orientation."""
     from maskmatch_med.engine.predictor import run_prediction
 
-    written = run_prediction(checkpoint, inputs, output, _parse_scales(scales), png=png, device=device, skip_existing=skip_existing)
+    written = run_prediction(
+        checkpoint, inputs, output, _parse_scales(scales), png=png, device=device,
+        skip_existing=skip_existing, largest_component=largest_component,
+    )
     typer.echo(f"wrote {len(written)} label map{'s' if len(written) != 1 else ''} to {output}")
 
 

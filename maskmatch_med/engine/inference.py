@@ -25,6 +25,7 @@ from maskmatch_med.data.preprocess import (
     slices_to_volume,
     volume_to_slices,
 )
+from maskmatch_med.engine.postprocess import keep_largest_component
 from maskmatch_med.engine.writers import write_json_atomic, write_label_like, write_overlay_montage
 from maskmatch_med.errors import UserError
 from maskmatch_med.method.ensemble import multiscale_probabilities
@@ -233,6 +234,7 @@ def predict_files(
     batch_size: int = 16,
     size_divisor: int = 16,
     skip_existing: bool = False,
+    largest_component: bool = False,
 ) -> list[Path]:
     """Predict every input NIfTI and write output_dir/<input file name>, a uint8 label map with the
     input's exact header geometry; with `png`, also output_dir/<stem>.png (QC montage). Writes
@@ -270,6 +272,8 @@ def predict_files(
                 "does the checkpoint match the recipe?"
             )
         labels = labels_from_probabilities(probs)
+        if largest_component:
+            labels = keep_largest_component(labels, int(num_classes))
         write_label_like(labels, src, label_out)
         if png_out is not None:
             write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing))

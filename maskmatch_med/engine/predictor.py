@@ -24,7 +24,8 @@ def load_inference_model(checkpoint: Path, device: torch.device):
 
 
 def run_prediction(
-    checkpoint: Path, input_paths: list[Path], output_dir: Path, scales, png: bool = False, device: str = "auto", skip_existing: bool = False
+    checkpoint: Path, input_paths: list[Path], output_dir: Path, scales, png: bool = False, device: str = "auto", skip_existing: bool = False,
+    largest_component: bool = False,
 ) -> list[Path]:
     torch_device = resolve_device(device)
     inputs = [path for given in input_paths for path in collect_inputs(given)]  # checked before the model loads
@@ -33,4 +34,5 @@ def run_prediction(
         model, inputs, output_dir, tuple(recipe.data.input_size), scales,
         num_classes=recipe.data.num_classes, class_names=recipe.data.class_names, png=png,
         device=torch_device, size_divisor=size_divisor(recipe.model), skip_existing=skip_existing,
+        largest_component=largest_component,
     )
