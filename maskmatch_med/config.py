@@ -116,7 +116,9 @@ class WeakAugConfig(Section):
 
 
 class MethodConfig(Section):
-    name: Literal["supervised", "fixmatch", "maskmatch"] = "maskmatch"
+    name: Literal["supervised", "fixmatch", "unimatch", "maskmatch"] = "maskmatch"
+    base: Literal["fixmatch", "unimatch"] = Field("fixmatch", description="the framework MaskMatch is plugged into")
+    fp_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="UniMatch feature perturbation: channel dropout on encoder features")
     supervised_loss: Literal["ce", "ce_dice"] = "ce_dice"
     conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
     lambda_u: float = Field(1.0, ge=0.0, description="weight of the consistency loss L_s")

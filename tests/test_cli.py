@@ -112,13 +112,13 @@ def test_existing_run_is_not_overwritten(trained_run, run_cli, tmp_path):
     assert (trained_run / "checkpoints" / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("method", ["supervised", "fixmatch"])
+@pytest.mark.parametrize("method", ["supervised", "fixmatch", "unimatch"])
 def test_baselines_train(method, tmp_path, phantom_root, tiny_manifest, run_cli):
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", method={"name": method})
     code, out, err = run_cli("train", recipe, "--no-progress", "--set", "train.iterations=2")
     assert code == 0, err
     header = open(tmp_path / "out" / "train_log.csv").readline()
-    assert ("loss_s" in header) == (method == "fixmatch") and "loss_m" not in header
+    assert ("loss_s," in header) == (method == "fixmatch") and ("loss_fp" in header) == (method == "unimatch") and "loss_m" not in header
 
 
 def test_predict_keeps_input_geometry(trained_run, phantom_root, run_cli, tmp_path):

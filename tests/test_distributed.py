@@ -41,8 +41,9 @@ def test_two_process_ddp_run_with_torchrun(tmp_path, phantom_root, tiny_manifest
     command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "maskmatch_med", "train", str(recipe), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 processes" in result.stdout and result.stdout.count("done in") == 1  # rank 0 alone reports
+    report = f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, report
+    assert "2 processes" in result.stdout and result.stdout.count("done in") == 1, report  # rank 0 alone reports
     checkpoints = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
     assert checkpoints == ["best.pt", "last.pt"]
     rows = list(csv.DictReader(open(tmp_path / "out" / "train_log.csv")))

@@ -48,7 +48,7 @@ gzipped with a zero timestamp, so they are byte-identical too.
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -72,6 +72,7 @@ PHANTOM_MARKER = b"maskmatch-med synthetic ACDC phantom"
 
 N_HARMONICS = 4  # angular Fourier orders used for smooth shape perturbations
 SUB_SLICES = 3  # sub-slices averaged across the slice thickness (through-plane partial volume)
+_BIAS_SCALE = np.array([0.25, 0.25, 0.15, 0.15, 0.1, 0.08, 0.05])  # style A's bias-field coefficient sds
 
 
 def _u(rng: np.random.Generator, low: float, high: float) -> float:
@@ -195,6 +196,12 @@ class _Patient:
     rotation: np.ndarray  # 3x3 direction matrix of the affine before flips
     origin: np.ndarray
     flips: tuple[bool, bool, bool]
+    placement: tuple[float, float] = (0.0, 0.0)  # raw draws in [-1, 1] that placed the heart in the FOV
+    coverage: float = 1.0  # stack extent as a fraction of the heart length (raw draw)
+    style: str = "A"
+    max_value: int = int(np.iinfo(np.int16).max)  # intensities are clipped to [0, max_value]
+    noise_correlation: float = 0.0  # in-plane Gaussian smoothing of the noise (voxels), 0: white
+    texture_scale: tuple[float, float] = (1.5, 1.2)  # smoothing of the texture / trabeculation fields (voxels)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,30 +325,54 @@ def _random_rotation(rng: np.random.Generator, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-def _intensity_table(rng: np.random.Generator) -> np.ndarray:
+# Relative tissue intensity ranges (blood ~ 1) of style A; other styles override some of them.
+# Keys in draw order: the order of the uniform draws below is part of the reproducibility contract.
+_TISSUE_RANGES_A: dict[str, tuple[float, float]] = {
+    "myo": (0.2, 0.36),
+    "fat": (0.7, 1.0),
+    "soft": (0.26, 0.42),
+    "lung": (0.03, 0.1),
+    "liver": (0.3, 0.5),
+    "bone": (0.35, 0.55),
+    "csf": (0.75, 1.0),
+    "aorta": (0.85, 1.1),
+    "stomach": (0.45, 0.9),
+    "atrial_blood": (0.85, 1.05),
+    "atrial_wall": (0.9, 1.2),  # times myo
+    "epi_fat": (0.85, 1.05),  # times fat
+    "rv_wall": (0.9, 1.3),  # times myo
+    "rv_blood": (0.8, 1.05),
+    "papillary": (1.0, 1.4),  # times myo
+    "trabecula": (0.4, 0.65),
+    "contrast": (0.7, 1.1),  # pulls all tissues towards (< 1) or away from (> 1) mid-grey
+}
+
+
+def _intensity_table(rng: np.random.Generator, overrides: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
     """Relative bSSFP-like intensities per tissue code (blood ~ 1), jittered per patient."""
-    myo = _u(rng, 0.2, 0.36)
-    fat = _u(rng, 0.7, 1.0)
+    r = {**_TISSUE_RANGES_A, **(overrides or {})}
+    myo = _u(rng, *r["myo"])
+    fat = _u(rng, *r["fat"])
     table = np.zeros(N_TISSUES)
-    table[SOFT] = _u(rng, 0.26, 0.42)
+    table[SOFT] = _u(rng, *r["soft"])
     table[FAT] = fat
-    table[LUNG] = _u(rng, 0.03, 0.1)
-    table[LIVER] = _u(rng, 0.3, 0.5)
-    table[BONE] = _u(rng, 0.35, 0.55)
-    table[CSF] = _u(rng, 0.75, 1.0)
-    table[AORTA] = _u(rng, 0.85, 1.1)
-    table[STOMACH] = _u(rng, 0.45, 0.9)
-    table[ATRIAL_BLOOD] = _u(rng, 0.85, 1.05)
-    table[ATRIAL_WALL] = myo * _u(rng, 0.9, 1.2)
-    table[EPI_FAT] = fat * _u(rng, 0.85, 1.05)
-    table[RV_WALL] = myo * _u(rng, 0.9, 1.3)
+    table[LUNG] = _u(rng, *r["lung"])
+    table[LIVER] = _u(rng, *r["liver"])
+    table[BONE] = _u(rng, *r["bone"])
+    table[CSF] = _u(rng, *r["csf"])
+    table[AORTA] = _u(rng, *r["aorta"])
+    table[STOMACH] = _u(rng, *r["stomach"])
+    table[ATRIAL_BLOOD] = _u(rng, *r["atrial_blood"])
+    table[ATRIAL_WALL] = myo * _u(rng, *r["atrial_wall"])
+    table[EPI_FAT] = fat * _u(rng, *r["epi_fat"])
+    table[RV_WALL] = myo * _u(rng, *r["rv_wall"])
     table[MYO] = myo
     table[LV_BLOOD] = 1.0
-    table[RV_BLOOD] = _u(rng, 0.8, 1.05)
-    table[PAPILLARY] = myo * _u(rng, 1.0, 1.4)
-    table[TRABECULA] = _u(rng, 0.4, 0.65)
+    table[RV_BLOOD] = _u(rng, *r["rv_blood"])
+    table[PAPILLARY] = myo * _u(rng, *r["papillary"])
+    table[TRABECULA] = _u(rng, *r["trabecula"])
     # Contrast between tissues varies per patient: pull all (but air) towards or away from mid-grey.
-    contrast = _u(rng, 0.7, 1.1)
+    contrast = _u(rng, *r["contrast"])
     table[1:] = np.clip(0.5 + contrast * (table[1:] - 0.5), 0.02, None)
     return table
 
@@ -362,13 +393,15 @@ def _sample_patient(patient_index: int, rng: np.random.Generator) -> _Patient:
     rv_direction = body_rot + float(np.radians(135)) + _u(rng, -np.radians(20), np.radians(20))
     heart = _sample_heart(rng, group, rv_direction)
     # Base to (near) apex, sometimes short of it; 6-12 slices.
-    nz = int(np.clip(round(heart.length * _u(rng, 0.7, 1.1) / dz) + 1, 6, 12))
+    coverage = _u(rng, 0.7, 1.1)  # stack extent as a fraction of the heart length
+    nz = int(np.clip(round(heart.length * coverage / dz) + 1, 6, 12))
 
     # Heart position: anywhere that keeps it (and its breath-hold shifts) inside the field of view.
     half_x, half_y = (nx - 1) * sx / 2, (ny - 1) * sx / 2
     reach = heart.extent() + 10.0
-    heart.cx = _u(rng, -1, 1) * max(0.0, half_x - reach) * 0.8
-    heart.cy = _u(rng, -1, 1) * max(0.0, half_y - reach) * 0.8
+    placement = (_u(rng, -1, 1), _u(rng, -1, 1))  # where in the free part of the field of view
+    heart.cx = placement[0] * max(0.0, half_x - reach) * 0.8
+    heart.cy = placement[1] * max(0.0, half_y - reach) * 0.8
 
     half_width, half_depth = _u(rng, 140, 185), _u(rng, 95, 130)
     p_heart, q_heart = _u(rng, 0.05, 0.25) * half_width, _u(rng, 0.2, 0.4) * half_depth
@@ -421,15 +454,156 @@ def _sample_patient(patient_index: int, rng: np.random.Generator) -> _Patient:
         intensities=_intensity_table(rng),
         texture_amplitude=_u(rng, 0.04, 0.1),
         blur_sigma=_u(rng, 0.5, 0.9),
-        bias_coef=rng.normal(0.0, 1.0, size=7) * np.array([0.25, 0.25, 0.15, 0.15, 0.1, 0.08, 0.05]),
+        bias_coef=rng.normal(0.0, 1.0, size=7) * _BIAS_SCALE,
         slice_gain=1.0 + rng.normal(0.0, 0.03, size=nz),
         gain=_u(rng, 150, 900),
         noise=_u(rng, 0.015, 0.06),
         rotation=rotation,
         origin=rng.uniform(-200, 200, size=3),
         flips=flips,
+        placement=placement,
+        coverage=coverage,
     )
     return patient
+
+
+@dataclass(frozen=True)
+class _Style:
+    """Acquisition / image-formation ranges of one vendor-like style (not used for style A, which
+    keeps its original sampling in `_sample_patient`; the numbers in the module docstring for A
+    are that code's ranges). Uniform draws unless noted."""
+
+    spacing: tuple[float, float]  # in-plane voxel size, mm
+    fov: tuple[float, float]  # field of view along x, mm (y: 0.75-1.15 times x, as in A)
+    matrix: tuple[int, int]  # clip range of both in-plane matrix sizes
+    slice_spacing: tuple[float, float]  # mm between slice centres
+    thickness: tuple[float, float]  # slice thickness as a fraction of the spacing (< 1: a gap)
+    slices: tuple[int, int]  # clip range of the slice count
+    gain: tuple[float, float]  # scanner units of blood (tissue intensity 1)
+    max_value: int  # values are clipped to [0, max_value] (the stored range), int16 on disk
+    noise: tuple[float, float]  # Rician sigma relative to blood
+    noise_correlation: tuple[float, float]  # in-plane smoothing of the noise, voxels (0: white)
+    bias: float  # scale of the bias-field coefficients relative to style A
+    blur: tuple[float, float]  # in-plane Gaussian blur, voxels
+    texture: tuple[float, float]  # tissue texture amplitude
+    slice_gain: float  # sd of the per-slice gain
+    tissues: dict  # overrides of _TISSUE_RANGES_A
+
+
+STYLES = ("A", "B", "C", "D")
+
+_STYLE_SPECS: dict[str, _Style] = {
+    # B: 3 T, 12-bit: finer voxels, thin contiguous slices, high contrast, low noise, strong bias.
+    "B": _Style(
+        spacing=(0.9, 1.2),
+        fov=(280.0, 360.0),
+        matrix=(240, 320),
+        slice_spacing=(6.0, 8.0),
+        thickness=(0.95, 1.0),
+        slices=(6, 18),
+        gain=(1800.0, 2800.0),
+        max_value=4095,
+        noise=(0.005, 0.015),
+        noise_correlation=(0.0, 0.0),
+        bias=2.5,
+        blur=(0.4, 0.7),
+        texture=(0.03, 0.07),
+        slice_gain=0.02,
+        tissues={"myo": (0.14, 0.24), "fat": (0.55, 0.8), "lung": (0.02, 0.06), "contrast": (0.95, 1.15)},
+    ),
+    # C: older 1.5 T, 8-bit export: coarse voxels, thick slices with a gap, weak blood-myocardium
+    # contrast, bright fat, noisy, blurry.
+    "C": _Style(
+        spacing=(1.6, 2.2),
+        fov=(280.0, 360.0),
+        matrix=(128, 192),
+        slice_spacing=(10.0, 12.0),
+        thickness=(0.7, 0.9),
+        slices=(5, 12),
+        gain=(120.0, 170.0),
+        max_value=255,
+        noise=(0.07, 0.12),
+        noise_correlation=(0.0, 0.0),
+        bias=1.0,
+        blur=(0.9, 1.3),
+        texture=(0.06, 0.12),
+        slice_gain=0.06,
+        tissues={
+            "myo": (0.5, 0.62),
+            "fat": (1.0, 1.25),
+            "soft": (0.45, 0.6),
+            "lung": (0.08, 0.16),
+            "liver": (0.5, 0.65),
+            "trabecula": (0.6, 0.8),
+            "papillary": (1.0, 1.2),
+            "contrast": (0.85, 1.0),
+        },
+    ),
+    # D: interpolated (zero-filled) reconstruction with a large rescale slope: very fine nominal
+    # voxels but blurred, correlated noise, thick slices with a large gap, dark fat, weak bias.
+    "D": _Style(
+        spacing=(0.65, 0.9),
+        fov=(260.0, 330.0),
+        matrix=(288, 384),
+        slice_spacing=(8.0, 10.0),
+        thickness=(0.6, 0.8),
+        slices=(6, 14),
+        gain=(6000.0, 15000.0),
+        max_value=int(np.iinfo(np.int16).max),
+        noise=(0.02, 0.04),
+        noise_correlation=(1.0, 1.5),
+        bias=0.5,
+        blur=(1.3, 2.0),
+        texture=(0.04, 0.08),
+        slice_gain=0.03,
+        tissues={"fat": (0.35, 0.55), "myo": (0.25, 0.35), "liver": (0.22, 0.35), "contrast": (1.0, 1.2)},
+    ),
+}
+
+def _restyle(patient: _Patient, style: str, rng: np.random.Generator) -> _Patient:
+    """The same patient (anatomy, pose, Info.cfg, affine orientation) acquired in another style.
+
+    Only acquisition and image-formation parameters are redrawn, from `rng` (a stream of its own
+    per style). The heart keeps its raw placement draws, rescaled to the new field of view (a pure
+    translation of heart and body together), and the stack keeps its first-slice depth and its
+    extent in millimetres along the heart (the slice count follows the slice spacing).
+    """
+    spec = _STYLE_SPECS[style]
+    sx = _u(rng, *spec.spacing)
+    fov = _u(rng, *spec.fov)
+    nx = int(np.clip(round(fov / sx), *spec.matrix))
+    ny = int(np.clip(round(nx * _u(rng, 0.75, 1.15)), *spec.matrix))
+    dz = _u(rng, *spec.slice_spacing)
+    heart, body = patient.heart, patient.body
+    nz = int(np.clip(round(heart.length * patient.coverage / dz) + 1, *spec.slices))
+
+    half_x, half_y = (nx - 1) * sx / 2, (ny - 1) * sx / 2
+    reach = heart.extent() + 10.0
+    cx = patient.placement[0] * max(0.0, half_x - reach) * 0.8
+    cy = patient.placement[1] * max(0.0, half_y - reach) * 0.8
+    body = replace(body, bx=body.bx + (cx - heart.cx), by=body.by + (cy - heart.cy))
+    heart = replace(heart, cx=cx, cy=cy)
+
+    return replace(
+        patient,
+        shape=(nx, ny, nz),
+        spacing=(sx, sx, dz),
+        slice_thickness=dz * _u(rng, *spec.thickness),
+        slice_jitter=rng.normal(0.0, 1.5, size=(nz, 2)),
+        heart=heart,
+        body=body,
+        intensities=_intensity_table(rng, spec.tissues),
+        texture_amplitude=_u(rng, *spec.texture),
+        blur_sigma=_u(rng, *spec.blur),
+        bias_coef=rng.normal(0.0, 1.0, size=7) * _BIAS_SCALE * spec.bias,
+        slice_gain=1.0 + rng.normal(0.0, spec.slice_gain, size=nz),
+        gain=_u(rng, *spec.gain),
+        noise=_u(rng, *spec.noise),
+        style=style,
+        max_value=spec.max_value,
+        noise_correlation=_u(rng, *spec.noise_correlation),
+        texture_scale=(2.2 / sx, 1.8 / sx),  # the same physical scale (mm) whatever the voxel size
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -730,10 +904,15 @@ def _render_phase(
 
     # Rician noise: magnitude of the complex signal with Gaussian noise in both channels.
     sigma = patient.noise * patient.gain
-    real = image + noise_rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
-    imag = noise_rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
+    if patient.noise_correlation > 0.0:
+        # Interpolated reconstruction: spatially correlated noise with the same per-voxel sigma.
+        real = image + sigma * _smooth_noise(noise_rng, image.shape, (patient.noise_correlation,) * 2 + (0.0,))
+        imag = sigma * _smooth_noise(noise_rng, image.shape, (patient.noise_correlation,) * 2 + (0.0,))
+    else:
+        real = image + noise_rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
+        imag = noise_rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
     image = np.sqrt(real * real + imag * imag)
-    return np.clip(np.rint(image), 0, np.iinfo(np.int16).max).astype(np.int16), labels
+    return np.clip(np.rint(image), 0, patient.max_value).astype(np.int16), labels
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: tuple[float, ...]) -> np.ndarray:
@@ -763,12 +942,28 @@ def _affine_and_flip(patient: _Patient, arrays: list[np.ndarray]) -> tuple[np.nd
     return affine, [np.ascontiguousarray(a) for a in arrays]
 
 
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+def _descrip(style: str) -> bytes:
+    """The header's descrip field: the phantom marker, then the style unless it is A (style A files
+    stay byte-identical to those written before styles existed, so no tag means style A)."""
+    return PHANTOM_MARKER if style == "A" else PHANTOM_MARKER + b" style " + style.encode("ascii")
+
+
+def phantom_style(path: Path) -> str | None:
+    """The style ("A".."D") of a phantom .nii.gz from its header, None if it is not a phantom file."""
+    if not _is_phantom_file(path):
+        return None
+    with gzip.open(path, "rb") as stream:
+        descrip = stream.read(348)[148:228].split(b"\0", 1)[0]
+    tag = descrip[len(PHANTOM_MARKER) :].decode("ascii", "replace").strip()
+    return tag.removeprefix("style ").strip() or "A"
+
+
+def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, style: str = "A") -> None:
     """Write a gzipped NIfTI-1 with qform = sform = affine (codes 1) and a fixed gzip timestamp."""
     image = nib.Nifti1Image(array, affine)
     image.header.set_data_dtype(array.dtype)
     image.header.set_xyzt_units("mm", "sec")
-    image.header["descrip"] = PHANTOM_MARKER
+    image.header["descrip"] = _descrip(style)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
@@ -797,13 +992,21 @@ def _check_overwritable(patient_dir: Path) -> None:
         )
 
 
-def _write_patient(out_dir: Path, patient_index: int, seed: int) -> Path:
+def _write_patient(out_dir: Path, patient_index: int, seed: int, style: str = "A") -> Path:
     # Independent streams from (seed, patient) alone: parameters, texture fields, ED and ES noise.
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, patient_index]).spawn(4)]
+    root = np.random.SeedSequence([seed, patient_index])
+    streams = [np.random.default_rng(s) for s in root.spawn(4)]
     params_rng, fields_rng, ed_noise, es_noise = streams
-    patient = _sample_patient(patient_index, params_rng)
-    texture = _smooth_noise(fields_rng, patient.shape, (1.5, 1.5, 0.3))
-    fine = _smooth_noise(fields_rng, patient.shape, (1.2, 1.2, 0.0))
+    patient = _sample_patient(patient_index, params_rng)  # anatomy (and style A's acquisition)
+    if style != "A":
+        # Acquisition, texture and noise of another style from a stream of its own: a sibling of
+        # the four above (spawn key 16 + style index), so the anatomy stream is untouched.
+        style_seq = np.random.SeedSequence([seed, patient_index], spawn_key=(16 + STYLES.index(style),))
+        style_rng, fields_rng, ed_noise, es_noise = [np.random.default_rng(s) for s in style_seq.spawn(4)]
+        patient = _restyle(patient, style, style_rng)
+    tex, fine_scale = patient.texture_scale
+    texture = _smooth_noise(fields_rng, patient.shape, (tex, tex, 0.3))
+    fine = _smooth_noise(fields_rng, patient.shape, (fine_scale, fine_scale, 0.0))
 
     patient_dir = out_dir / patient.patient_id
     patient_dir.mkdir(parents=True, exist_ok=True)
@@ -813,8 +1016,8 @@ def _write_patient(out_dir: Path, patient_index: int, seed: int) -> Path:
         image, labels = _render_phase(patient, phase, texture, fine, noise_rng)
         affine, (image, labels) = _affine_and_flip(patient, [image, labels])
         stem = f"{patient.patient_id}_frame{frame:02d}"
-        _write_nifti(patient_dir / f"{stem}.nii.gz", image, affine)
-        _write_nifti(patient_dir / f"{stem}_gt.nii.gz", labels, affine)
+        _write_nifti(patient_dir / f"{stem}.nii.gz", image, affine, style)
+        _write_nifti(patient_dir / f"{stem}_gt.nii.gz", labels, affine, style)
     (patient_dir / "Info.cfg").write_text(
         f"ED: {patient.ed_frame}\nES: {patient.es_frame}\nGroup: {patient.group}\n"
         f"Height: {patient.height:.1f}\nNbFrame: {patient.n_frames}\nWeight: {patient.weight:.1f}\n"
@@ -822,12 +1025,14 @@ def _write_patient(out_dir: Path, patient_index: int, seed: int) -> Path:
     return patient_dir
 
 
-def write_acdc_phantom(out_dir: Path, patients: int = 100, seed: int = 0) -> list[Path]:
+def write_acdc_phantom(out_dir: Path, patients: int = 100, seed: int = 0, style: str = "A") -> list[Path]:
     """Write patient001..patientNNN under out_dir; return the patient directories.
 
-    Each patient depends only on (seed, its number): the same seed gives byte-identical files, and
-    patient k is the same whether 10 or 100 patients are written. Re-running over an earlier
-    phantom replaces its frames; a patient directory with other NIfTI files is refused (UserError).
+    Each patient depends only on (seed, its number, style): the same arguments give byte-identical
+    files, and patient k is the same whether 10 or 100 patients are written. The anatomy (and so
+    Info.cfg) depends on (seed, number) only; `style` ("A".."D", see the module docstring) changes
+    the acquisition. Re-running over an earlier phantom replaces its frames; a patient directory
+    with other NIfTI files is refused (UserError).
     """
     if isinstance(patients, bool) or not isinstance(patients, (int, np.integer)) or patients < 1:
         raise UserError(f"--patients: expected a positive integer, got {patients!r}")
@@ -835,8 +1040,11 @@ def write_acdc_phantom(out_dir: Path, patients: int = 100, seed: int = 0) -> lis
         raise UserError(f"--patients: at most 999 (patientNNN has three digits), got {patients}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"--seed: expected a non-negative integer, got {seed!r}")
+    if not isinstance(style, str) or style.strip().upper() not in STYLES:
+        raise UserError(f"--style: expected one of {', '.join(STYLES)}, got {style!r}")
+    style = style.strip().upper()
     out_dir = Path(out_dir)
     for k in range(1, int(patients) + 1):
         _check_overwritable(out_dir / f"patient{k:03d}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [_write_patient(out_dir, k, int(seed)) for k in range(1, int(patients) + 1)]
+    return [_write_patient(out_dir, k, int(seed), style) for k in range(1, int(patients) + 1)]

@@ -2,7 +2,9 @@
 
     supervised : L = L_x
     fixmatch   : L = L_x + lambda_u * L_s                    (single-scale pseudo-labels)
-    maskmatch  : L = L_x + lambda_u * L_s + lambda_m * L_m   (multi-scale pseudo-labels, masked view)
+    unimatch   : L = (L_x + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2
+    maskmatch  : the base's loss plus lambda_m * L_m          (multi-scale pseudo-labels, masked view);
+                 method.base picks fixmatch (default) or unimatch
 
 DESIGN.md section 1 defines each term. A step returns the loss to back-propagate and a dict of
 floats to log; the optimizer, EMA update and everything else stays in the engine.
@@ -21,6 +23,7 @@ from maskmatch_med.method.augment import cutmix, cutmix_box_mask, strong_augment
 from maskmatch_med.method.ensemble import multiscale_probabilities, pseudo_labels
 from maskmatch_med.method.losses import pseudo_label_loss, supervised_loss
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
+from maskmatch_med.method.perturbation import perturbed_encoder
 
 
 @dataclass
@@ -87,30 +90,35 @@ class ConsistencyStep(TrainStep):
             probs = multiscale_probabilities(teacher, weak_images, self.scales, fuse=self.method.ensemble.fuse, size_divisor=self.size_divisor)
         return pseudo_labels(probs, self.method.conf_thresh)
 
+    def strong_view(self, weak_u, targets, valid, generator):
+        """Intensity perturbations, then CutMix between unlabeled samples; the pseudo-labels and their
+        validity are mixed with the same boxes so every pixel keeps its own target."""
+        batch_u, spatial = weak_u.shape[0], weak_u.shape[2:]
+        box = cutmix_box_mask(batch_u, spatial, prob=self.method.strong_aug.cutmix_prob, generator=generator, device=weak_u.device)
+        partner = torch.roll(torch.arange(batch_u, device=weak_u.device), 1)
+        return cutmix(self.strong(weak_u, generator), box, partner), cutmix(targets, box, partner), cutmix(valid, box, partner)
+
+    def masked_view(self, view, generator):
+        m = self.method
+        keep = patch_keep_mask(view.shape[0], view.shape[2:], m.mask.patch_size, m.mask.ratio, generator=generator, device=view.device)
+        return apply_patch_mask(view, keep, m.mask.fill)
+
     def __call__(self, student, teacher, batch, generator):
         m = self.method
         labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
         weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
         targets, confidence, valid = self.pseudo_label(teacher, weak_u)
-
-        # Strong view: intensity perturbations, then CutMix between unlabeled samples; the pseudo-labels
-        # and their validity are mixed with the same boxes so every pixel keeps its own target.
-        batch_u, spatial = weak_u.shape[0], weak_u.shape[2:]
-        box = cutmix_box_mask(batch_u, spatial, prob=m.strong_aug.cutmix_prob, generator=generator, device=weak_u.device)
-        partner = torch.roll(torch.arange(batch_u, device=weak_u.device), 1)
-        strong_u = cutmix(self.strong(weak_u, generator), box, partner)
-        strong_targets, strong_valid = cutmix(targets, box, partner), cutmix(valid, box, partner)
+        strong_u, strong_targets, strong_valid = self.strong_view(weak_u, targets, valid, generator)
 
         views = [labeled, strong_u]
         if self.masked:
-            keep = patch_keep_mask(batch_u, spatial, m.mask.patch_size, m.mask.ratio, generator=generator, device=weak_u.device)
             if m.mask.view == "strong":
-                masked_u, masked_targets, masked_valid = apply_patch_mask(strong_u, keep, m.mask.fill), strong_targets, strong_valid
+                masked_u, masked_targets, masked_valid = self.masked_view(strong_u, generator), strong_targets, strong_valid
             else:
-                masked_u, masked_targets, masked_valid = apply_patch_mask(weak_u, keep, m.mask.fill), targets, valid
+                masked_u, masked_targets, masked_valid = self.masked_view(weak_u, generator), targets, valid
             views.append(masked_u)
 
-        # One forward pass over all views keeps the network's batch statistics shared, as UniMatch does.
+        # One forward pass over all views keeps the network's batch statistics shared.
         logits = student(torch.cat(views)).split([v.shape[0] for v in views])
         loss_x = supervised_loss(logits[0], labels, kind=m.supervised_loss)
         loss_s = pseudo_label_loss(logits[1], strong_targets, strong_valid)
@@ -124,11 +132,59 @@ class ConsistencyStep(TrainStep):
         return StepOutput(loss, logs)
 
 
+class UniMatchStep(ConsistencyStep):
+    """UniMatch: two strong views (independent perturbations and CutMix boxes) and a feature-perturbed
+    weak view, L = (L_x + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2. As MaskMatch's base, the masked view
+    (of the first strong view, or of the weak view) joins inside the average with weight lambda_m.
+
+    The perturbed view is a second forward pass with channel dropout on the encoder features, rather
+    than UniMatch's decoding of shared encoder features: same perturbation, one more encoder pass.
+    """
+
+    WEIGHTS = {"loss_x": 1.0, "loss_s1": 0.25, "loss_s2": 0.25, "loss_fp": 0.5}
+
+    def __call__(self, student, teacher, batch, generator):
+        m = self.method
+        labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
+        weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
+        targets, confidence, valid = self.pseudo_label(teacher, weak_u)
+        strong1, targets1, valid1 = self.strong_view(weak_u, targets, valid, generator)
+        strong2, targets2, valid2 = self.strong_view(weak_u, targets, valid, generator)
+
+        views = [labeled, strong1, strong2]
+        if self.masked:
+            masked_u, masked_targets, masked_valid = (
+                (self.masked_view(strong1, generator), targets1, valid1) if m.mask.view == "strong"
+                else (self.masked_view(weak_u, generator), targets, valid)
+            )
+            views.append(masked_u)
+        logits = student(torch.cat(views)).split([v.shape[0] for v in views])
+        with perturbed_encoder(student, m.fp_dropout, generator):
+            fp_logits = student(weak_u)
+
+        terms = {
+            "loss_x": supervised_loss(logits[0], labels, kind=m.supervised_loss),
+            "loss_s1": pseudo_label_loss(logits[1], targets1, valid1),
+            "loss_s2": pseudo_label_loss(logits[2], targets2, valid2),
+            "loss_fp": pseudo_label_loss(fp_logits, targets, valid),
+        }
+        weights = dict(self.WEIGHTS)
+        if self.masked:
+            terms["loss_m"], weights["loss_m"] = pseudo_label_loss(logits[3], masked_targets, masked_valid), m.lambda_m
+        loss = sum(weights[name] * term for name, term in terms.items()) / 2
+        logs = {name: term.item() for name, term in terms.items()}
+        logs.update(valid_frac=valid.float().mean().item(), loss=loss.item())
+        return StepOutput(loss, logs)
+
+
 def build_step(method: MethodConfig, weak_aug: WeakAugConfig, size_divisor: int) -> TrainStep:
     if method.name == "supervised":
         return SupervisedStep(method, weak_aug, size_divisor)
-    if method.name == "fixmatch":
-        return ConsistencyStep(method, weak_aug, size_divisor, masked=False, scales=[1.0])
-    # mask.ratio 0 (or lambda_m 0) switches masked modeling off rather than duplicating L_s.
+    if method.name in ("fixmatch", "unimatch"):  # the baselines: single-scale pseudo-labels, no masking
+        step = UniMatchStep if method.name == "unimatch" else ConsistencyStep
+        return step(method, weak_aug, size_divisor, masked=False, scales=[1.0])
+    # MaskMatch on either base. mask.ratio 0 (or lambda_m 0) switches masked modeling off rather than
+    # duplicating a consistency term.
     masked = method.mask.ratio > 0 and method.lambda_m > 0
-    return ConsistencyStep(method, weak_aug, size_divisor, masked=masked, scales=method.ensemble.scales)
+    step = UniMatchStep if method.base == "unimatch" else ConsistencyStep
+    return step(method, weak_aug, size_divisor, masked=masked, scales=method.ensemble.scales)

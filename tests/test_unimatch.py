@@ -1,0 +1,65 @@
+"""UniMatch as a base: feature perturbation on encoder features, and the loss weights."""
+
+import pytest
+import torch
+
+from maskmatch_med.config import MethodConfig, ModelConfig, WeakAugConfig
+from maskmatch_med.method.perturbation import channel_dropout, encoder_blocks, perturbed_encoder
+from maskmatch_med.method.steps import Batch, UniMatchStep, build_step
+from maskmatch_med.models import build_model
+
+
+@pytest.mark.parametrize("name, blocks", [("unet", 3), ("basicunet", 5)])
+def test_encoder_blocks_found(name, blocks):
+    model = build_model(ModelConfig(name=name, channels=[4, 8, 16], strides=[2, 2]), 2, 1, 4)
+    assert len(encoder_blocks(model)) == blocks
+
+
+def test_feature_perturbation_changes_output_only_when_on():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[4, 8, 16], strides=[2, 2], num_res_units=0), 2, 1, 3).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        plain = model(x)
+        with perturbed_encoder(model, 0.5, torch.Generator().manual_seed(1)):
+            perturbed = model(x)
+        with perturbed_encoder(model, 0.0):
+            unperturbed = model(x)
+        after = model(x)
+    assert not torch.allclose(plain, perturbed)
+    assert torch.equal(plain, unperturbed) and torch.equal(plain, after)
+    assert all(not block._forward_hooks for block in encoder_blocks(model))
+
+
+def test_channel_dropout_drops_whole_channels_and_rescales():
+    x = torch.ones(4, 16, 5, 5)
+    y = channel_dropout(x, 0.5, torch.Generator().manual_seed(0))
+    per_channel = y.flatten(2)
+    assert ((per_channel == 0).all(-1) | (per_channel == 2.0).all(-1)).all()
+    assert 0.2 < (per_channel[..., 0] == 0).float().mean() < 0.8
+
+
+def run_step(method: MethodConfig):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[4, 8, 16], strides=[2, 2], num_res_units=0), 2, 1, 4)
+    step = build_step(method, WeakAugConfig(), size_divisor=4)
+    batch = Batch(torch.randn(2, 1, 32, 32), torch.randint(0, 4, (2, 32, 32)), torch.randn(2, 1, 32, 32))
+    return step, step(model, model, batch, torch.Generator().manual_seed(0))
+
+
+def test_unimatch_loss_weights():
+    step, out = run_step(MethodConfig(name="unimatch", conf_thresh=0.0))
+    assert isinstance(step, UniMatchStep) and not step.masked and step.scales == [1.0]
+    logs = out.logs
+    expected = (logs["loss_x"] + 0.25 * logs["loss_s1"] + 0.25 * logs["loss_s2"] + 0.5 * logs["loss_fp"]) / 2
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert logs["loss_fp"] > 0 and logs["loss_s1"] != logs["loss_s2"]  # two different strong views
+    out.loss.backward()
+
+
+def test_maskmatch_on_unimatch_adds_the_masked_term():
+    step, out = run_step(MethodConfig(name="maskmatch", base="unimatch", conf_thresh=0.0, lambda_m=2.0, mask={"patch_size": 4}))
+    assert isinstance(step, UniMatchStep) and step.masked and step.scales == [0.75, 1.0, 1.25]
+    logs = out.logs
+    expected = (logs["loss_x"] + 0.25 * logs["loss_s1"] + 0.25 * logs["loss_s2"] + 0.5 * logs["loss_fp"] + 2.0 * logs["loss_m"]) / 2
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
