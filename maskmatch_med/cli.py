@@ -41,14 +41,23 @@ def synth(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the dataset into.")],
     patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    style: Annotated[
+        str,
+        typer.Option(
+            "--style",
+            help="Scanner-like acquisition style A|B|C|D (A: ACDC-like, B: 3T 12-bit high-res, C: 8-bit low-contrast "
+            "noisy, D: interpolated large-scale). Same seed: same anatomy in every style.",
+        ),
+    ] = "A",
 ) -> None:
     """Write a synthetic cardiac MRI phantom in the real ACDC layout."""
     if dataset != "acdc":
         raise UserError(f"synth: unknown dataset {dataset!r} (available: acdc)")
     from maskmatch_med.data.phantom import write_acdc_phantom
 
-    written = write_acdc_phantom(out, patients=patients, seed=seed)
-    typer.echo(f"wrote {len(written)} patients to {out}")
+    written = write_acdc_phantom(out, patients=patients, seed=seed, style=style)
+    suffix = "" if style.strip().upper() == "A" else f" (style {style.strip().upper()})"
+    typer.echo(f"wrote {len(written)} patients to {out}{suffix}")
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """A synthetic cardiac cine-MRI phantom written in the real ACDC on-disk layout.
 
-`write_acdc_phantom(out_dir, patients, seed)` writes `patientNNN/` directories that the ACDC reader
+`write_acdc_phantom(out_dir, patients, seed, style)` writes `patientNNN/` directories that the ACDC reader
 (`maskmatch_med.data.acdc`) reads exactly like the real data set:
 
     patientNNN/Info.cfg                      ED, ES, Group, Height, NbFrame, Weight
@@ -37,12 +37,63 @@ Everything is a continuous geometric model in millimetres, evaluated on the voxe
   are non-trivial: non-zero origins, some oblique (a rotation), some with flipped axes (the array is
   flipped and the affine column negated, so world coordinates of the anatomy are unchanged).
 
+The image-formation and geometry numbers above are those of style A (the default).
+
 Labels are taken at each slice's centre, the image integrates over the slice thickness, so the two
 agree up to partial volume as in real data.
 
-Reproducibility: patient k is generated from `numpy.random.SeedSequence([seed, k])` alone, so its
-files are identical for the same seed whatever the number of patients; the NIfTI files are
-gzipped with a zero timestamp, so they are byte-identical too.
+Styles: vendor / scanner / site domain shifts
+---------------------------------------------
+`style` ("A".."D", CLI `--style`) changes only the acquisition, so that adaptation (say labeled
+style A, unlabeled style C) can be tried without real data. The anatomy -- group, heart shape,
+sizes, pathology, motion, ED/ES frames, height, weight, heart and body pose, affine orientation and
+flips -- is drawn from the same stream in every style, so a patient's Info.cfg is identical across
+styles and its label maps describe the same heart (LV volume in mm^3 typically within ~5% at ED,
+~10-15% at ES with the 10-12 mm slices of C, from where the slices fall). A style other than A
+redraws its acquisition from a stream of its own; the heart keeps its relative place in the new
+field of view and the stack keeps style A's first-slice depth and extent in mm.
+
+==========================  ==============  ===============  ===============  ===============
+(uniform ranges)            A (default)     B                C                D
+==========================  ==============  ===============  ===============  ===============
+looks like                  ACDC, 1.5/3 T   3 T, 12-bit      old 1.5 T,       interpolated
+                                            export           8-bit export     recon, rescaled
+in-plane spacing (mm)       1.2-1.8         0.9-1.2          1.6-2.2          0.65-0.9
+field of view x (mm)        260-380         280-360          280-360          260-330
+matrix per axis             150-256         240-320          128-192          288-384
+slice spacing (mm)          5-10 (mostly    6-8              10-12            8-10
+                            near 10)
+slice thickness / spacing   0.75-1.0        0.95-1.0         0.7-0.9 (gap)    0.6-0.8 (gap)
+slices                      6-12            6-18             5-12             6-14
+blood value (gain)          150-900         1800-2800        120-170          6000-15000
+stored range (int16)        0-32767         0-4095 clipped   0-255 clipped    0-32767
+myocardium / blood          0.2-0.36        0.14-0.24        0.5-0.62         0.25-0.35
+fat / blood                 0.7-1.0         0.55-0.8         1.0-1.25         0.35-0.55
+contrast stretch            0.7-1.1         0.95-1.15        0.85-1.0         1.0-1.2
+other tissues               --              lung 0.02-0.06   soft 0.45-0.6,   liver 0.22-0.35
+                                                             liver 0.5-0.65,
+                                                             lung 0.08-0.16
+noise sigma / blood         0.015-0.06      0.005-0.015      0.07-0.12        0.02-0.04
+noise correlation (voxels)  0 (white)       0                0                1.0-1.5
+bias field (x A's)          1               2.5              1                0.5
+in-plane blur (voxels)      0.5-0.9         0.4-0.7          0.9-1.3          1.3-2.0
+texture amplitude           0.04-0.1        0.03-0.07        0.06-0.12        0.04-0.08
+per-slice gain sd           0.03            0.02             0.06             0.03
+--------------------------  --------------  ---------------  ---------------  ---------------
+measured, seed 0, 10 pat.:
+LV blood / myo, mid slice   1.9-4.1         3.1-6.2          1.3-1.6          2.2-3.6
+background noise / blood    0.02-0.07       0.006-0.02       0.08-0.13        0.025-0.055
+99th percentile             ~200-850        ~1900-3600       ~160-240         ~5300-16000
+==========================  ==============  ===============  ===============  ===============
+
+(Tissue intensities are relative to blood = 1 before the contrast stretch, which maps every
+tissue t to 0.5 + stretch * (t - 0.5).) Style A is the original phantom, byte for byte: its
+headers' descrip field is the bare phantom marker; the other styles append " style B" etc., which
+`phantom_style(path)` reads back (files before styles existed read as A).
+
+Reproducibility: patient k is generated from `numpy.random.SeedSequence([seed, k])` alone (and
+the style), so its files are identical for the same seed and style whatever the number of
+patients; the NIfTI files are gzipped with a zero timestamp, so they are byte-identical too.
 """
 
 from __future__ import annotations
@@ -197,7 +248,6 @@ class _Patient:
     origin: np.ndarray
     flips: tuple[bool, bool, bool]
     placement: tuple[float, float] = (0.0, 0.0)  # raw draws in [-1, 1] that placed the heart in the FOV
-    coverage: float = 1.0  # stack extent as a fraction of the heart length (raw draw)
     style: str = "A"
     max_value: int = int(np.iinfo(np.int16).max)  # intensities are clipped to [0, max_value]
     noise_correlation: float = 0.0  # in-plane Gaussian smoothing of the noise (voxels), 0: white
@@ -393,8 +443,7 @@ def _sample_patient(patient_index: int, rng: np.random.Generator) -> _Patient:
     rv_direction = body_rot + float(np.radians(135)) + _u(rng, -np.radians(20), np.radians(20))
     heart = _sample_heart(rng, group, rv_direction)
     # Base to (near) apex, sometimes short of it; 6-12 slices.
-    coverage = _u(rng, 0.7, 1.1)  # stack extent as a fraction of the heart length
-    nz = int(np.clip(round(heart.length * coverage / dz) + 1, 6, 12))
+    nz = int(np.clip(round(heart.length * _u(rng, 0.7, 1.1) / dz) + 1, 6, 12))
 
     # Heart position: anywhere that keeps it (and its breath-hold shifts) inside the field of view.
     half_x, half_y = (nx - 1) * sx / 2, (ny - 1) * sx / 2
@@ -462,7 +511,6 @@ def _sample_patient(patient_index: int, rng: np.random.Generator) -> _Patient:
         origin=rng.uniform(-200, 200, size=3),
         flips=flips,
         placement=placement,
-        coverage=coverage,
     )
     return patient
 
@@ -565,8 +613,8 @@ def _restyle(patient: _Patient, style: str, rng: np.random.Generator) -> _Patien
 
     Only acquisition and image-formation parameters are redrawn, from `rng` (a stream of its own
     per style). The heart keeps its raw placement draws, rescaled to the new field of view (a pure
-    translation of heart and body together), and the stack keeps its first-slice depth and its
-    extent in millimetres along the heart (the slice count follows the slice spacing).
+    translation of heart and body together), and the stack keeps style A's first-slice depth and
+    extent in millimetres (the same planning; the slice count follows the slice spacing).
     """
     spec = _STYLE_SPECS[style]
     sx = _u(rng, *spec.spacing)
@@ -575,7 +623,8 @@ def _restyle(patient: _Patient, style: str, rng: np.random.Generator) -> _Patien
     ny = int(np.clip(round(nx * _u(rng, 0.75, 1.15)), *spec.matrix))
     dz = _u(rng, *spec.slice_spacing)
     heart, body = patient.heart, patient.body
-    nz = int(np.clip(round(heart.length * patient.coverage / dz) + 1, *spec.slices))
+    extent = (patient.shape[2] - 1) * patient.spacing[2]  # style A's stack, first to last slice centre
+    nz = int(np.clip(round(extent / dz) + 1, *spec.slices))
 
     half_x, half_y = (nx - 1) * sx / 2, (ny - 1) * sx / 2
     reach = heart.extent() + 10.0

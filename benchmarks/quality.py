@@ -1,0 +1,176 @@
+"""Does MaskMatch beat its baselines, and what does each component buy? (phantom, 2-core CPU)
+
+Every row trains from scratch with the same iteration budget and data, selects its checkpoint on the
+validation patients and is scored on the test patients (3D Dice per class and HD95 in mm), for
+several seeds. Each finished run is saved to benchmarks/results/quality_runs/<run>.json, so an
+interrupted benchmark resumes where it stopped; the tables are rebuilt from those files.
+
+    .venv/bin/python benchmarks/quality.py --list            # the plan
+    .venv/bin/python benchmarks/quality.py                   # run what is missing, then tabulate
+    .venv/bin/python benchmarks/quality.py --only main       # the method comparison only
+    .venv/bin/python benchmarks/quality.py --tabulate        # tables from the finished runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common import REPO, RESULTS, save
+
+from maskmatch_med.config import load_recipe
+from maskmatch_med.engine.evaluate import evaluate_folders
+from maskmatch_med.engine.predictor import run_prediction
+from maskmatch_med.engine.trainer import Trainer
+
+DATA = REPO / "benchmarks" / ".cache" / "phantom40"
+RUNS = RESULTS / "quality_runs"
+PATIENTS = 40
+# 6 validation, 10 test, 24 training patients; the labeled order is fixed, the rest is unlabeled.
+VALIDATION = [3, 9, 15, 22, 28, 35]
+TEST = [1, 6, 11, 13, 18, 20, 25, 31, 33, 38]
+LABELED_ORDER = [40, 17, 8, 26, 4, 30, 12]
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str  # "main" (methods) or "ablation"
+    name: str
+    labeled: int | str
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+
+def plan() -> list[Row]:
+    rows = []
+    for labeled in (1, 3):
+        rows += [
+            Row("main", "supervised", labeled, ("method.name=supervised",)),
+            Row("main", "fixmatch", labeled, ("method.name=fixmatch",)),
+            Row("main", "unimatch", labeled, ("method.name=unimatch",)),
+            Row("main", "maskmatch (fixmatch base)", labeled, ("method.name=maskmatch", "method.base=fixmatch")),
+            Row("main", "maskmatch (unimatch base)", labeled, ("method.name=maskmatch", "method.base=unimatch")),
+        ]
+    rows.append(Row("main", "fully supervised (all 24 labeled)", "all", ("method.name=supervised",)))
+    ablate = [
+        ("masking only (scales [1.0])", ("method.ensemble.scales=[1.0]",)),
+        ("ensembling only (mask ratio 0)", ("method.mask.ratio=0",)),
+        ("mask ratio 0.5", ("method.mask.ratio=0.5",)),
+        ("mask ratio 0.9", ("method.mask.ratio=0.9",)),
+        ("patch size 4", ("method.mask.patch_size=4",)),
+        ("patch size 16", ("method.mask.patch_size=16",)),
+        ("scales [0.9, 1.0, 1.1]", ("method.ensemble.scales=[0.9,1.0,1.1]",)),
+        ("scales [0.5, 1.0, 1.5]", ("method.ensemble.scales=[0.5,1.0,1.5]",)),
+    ]
+    rows += [Row("ablation", name, 3, ("method.name=maskmatch",) + extra) for name, extra in ablate]
+    return rows
+
+
+def run_key(row: Row, seed: int, iterations: int) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in row.name.lower()).strip("-")
+    return f"{row.group}__{slug}__l{row.labeled}__s{seed}__it{iterations}"
+
+
+def ensure_data() -> tuple[Path, Path]:
+    manifest = DATA.parent / "phantom40_manifest"
+    if not (DATA / f"patient{PATIENTS:03d}").is_dir():
+        from maskmatch_med.data.phantom import write_acdc_phantom
+
+        write_acdc_phantom(DATA, patients=PATIENTS, seed=2024)
+    manifest.mkdir(parents=True, exist_ok=True)
+    for name, ids in (("val.txt", VALIDATION), ("test.txt", TEST), ("labeled_order.txt", LABELED_ORDER)):
+        (manifest / name).write_text("".join(f"patient{i:03d}\n" for i in ids))
+    return DATA, manifest
+
+
+def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) -> dict:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        overrides = [
+            f"data.root={data}", f"data.manifest={manifest}", f"data.num_labeled={row.labeled}",
+            f"train.iterations={iterations}", f"train.val_every={max(1, iterations // 6)}", f"train.seed={seed}",
+            f"output_dir={work}/run", *row.overrides,
+        ]
+        recipe = load_recipe(REPO / "recipes" / "demo.yaml", overrides)
+        result = Trainer(recipe, progress=False).run()
+        inputs = [data / f"patient{i:03d}" for i in TEST]
+        run_prediction(result.best_checkpoint, inputs, Path(work) / "pred", scales=(1.0,), device="auto")
+        report = evaluate_folders(Path(work) / "pred", data, class_names=list(recipe.data.class_names))
+    return {
+        "row": row.name, "group": row.group, "labeled": row.labeled, "seed": seed, "iterations": iterations,
+        "overrides": list(row.overrides), "best_val_dice": result.best_score, "best_iteration": result.best_iteration,
+        "test": {cls: {m: report.summary[cls][m]["mean"] for m in ("dice", "hd95_mm")} for cls in [*report.class_names, "mean"]},
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def fmt(values: list[float], digits: int, scale: float = 1.0) -> str:
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return "n/a"
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def tabulate(rows: list[Row], seeds: list[int], iterations: int) -> tuple[str, dict]:
+    lines = [
+        "| group | row | labeled | seeds | test Dice mean (%) | RV | Myo | LV | HD95 mean (mm) | val Dice (%) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    summary, wall = [], 0.0
+    for row in rows:
+        runs = [json.loads(p.read_text()) for s in seeds if (p := RUNS / f"{run_key(row, s, iterations)}.json").is_file()]
+        if not runs:
+            continue
+        wall += sum(r["seconds"] for r in runs)
+        test = lambda cls, m: [r["test"][cls][m] for r in runs]
+        cells = [fmt(test(cls, "dice"), 1, 100) for cls in ("mean", "RV", "Myo", "LV")]
+        lines.append(
+            f"| {row.group} | {row.name} | {row.labeled} | {len(runs)} | " + " | ".join(cells)
+            + f" | {fmt(test('mean', 'hd95_mm'), 1)} | {fmt([r['best_val_dice'] for r in runs], 1, 100)} |"
+        )
+        summary.append({"row": row.name, "group": row.group, "labeled": row.labeled, "seeds": [r["seed"] for r in runs], "runs": runs})
+    text = "\n".join(lines) + (
+        f"\n\nPhantom: {PATIENTS} patients (seed 2024), 6 validation / 10 test / 24 training; demo recipe (128x128 slices, "
+        f"small MONAI UNet, AdamW), {iterations} iterations per run, checkpoint chosen on validation Dice, scored on test. "
+        f"mean ± std over seeds. Total training+evaluation time of the runs shown: {wall / 3600:.1f} h."
+    )
+    return text, {"rows": summary, "wall_seconds": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", choices=["main", "ablation"])
+    parser.add_argument("--match", default="", help="only rows whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="print the plan and what is done")
+    parser.add_argument("--tabulate", action="store_true", help="only rebuild the tables")
+    args = parser.parse_args()
+
+    rows = [r for r in plan() if args.only in (None, r.group) and args.match in r.name]
+    # Seed by seed, so an interrupted benchmark has every row for the first seeds.
+    todo = [(r, s) for s in args.seeds for r in rows if not (RUNS / f"{run_key(r, s, args.iterations)}.json").is_file()]
+    if args.list:
+        for row in rows:
+            done = sum((RUNS / f"{run_key(row, s, args.iterations)}.json").is_file() for s in args.seeds)
+            print(f"{row.group:9} {row.name:38} labeled={row.labeled!s:4} {done}/{len(args.seeds)} seeds done")
+        return
+    if not args.tabulate:
+        data, manifest = ensure_data()
+        RUNS.mkdir(parents=True, exist_ok=True)
+        for index, (row, seed) in enumerate(todo, 1):
+            print(f"[{index}/{len(todo)}] {row.name}, labeled {row.labeled}, seed {seed}", flush=True)
+            record = run_one(row, seed, args.iterations, data, manifest)
+            (RUNS / f"{run_key(row, seed, args.iterations)}.json").write_text(json.dumps(record, indent=2) + "\n")
+            print(f"    test Dice {record['test']['mean']['dice']:.4f}, {record['seconds'] / 60:.1f} min", flush=True)
+    table, data = tabulate(rows, args.seeds, args.iterations)
+    save("quality", table, {"iterations": args.iterations, **data})
+
+
+if __name__ == "__main__":
+    main()
