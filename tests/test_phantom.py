@@ -1,4 +1,4 @@
-"""The synthetic ACDC phantom: layout, geometry, labels, determinism (a few patients only)."""
+"""The synthetic ACDC phantom: layout, geometry, labels, determinism, styles (a few patients only)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from maskmatch_med.data.acdc import patient_frames, read_info_cfg
-from maskmatch_med.data.phantom import GROUPS, _affine_and_flip, write_acdc_phantom
+from maskmatch_med.data.phantom import GROUPS, PHANTOM_MARKER, STYLES, _affine_and_flip, phantom_style, write_acdc_phantom
 from maskmatch_med.errors import UserError
 
 PATIENTS = 3
@@ -162,3 +162,169 @@ def test_rewrite_replaces_old_frames_and_refuses_foreign_data(tmp_path):
     with pytest.raises(UserError, match="not a phantom file"):
         write_acdc_phantom(tmp_path, patients=1, seed=4)
     assert foreign.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------------------------
+# Styles: vendor-like acquisition shifts of the same anatomy
+
+STYLE_PATIENTS = 2
+
+
+@pytest.fixture(scope="module")
+def style_roots(phantom_root, tmp_path_factory) -> dict[str, Path]:
+    """Seed 0 in every style; A is the module's style-less phantom (same seed)."""
+    roots = {"A": phantom_root}
+    for style in STYLES[1:]:
+        roots[style] = tmp_path_factory.mktemp(f"style_{style}")
+        write_acdc_phantom(roots[style], patients=STYLE_PATIENTS, seed=0, style=style)
+    return roots
+
+
+def _load(image_path: Path) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray]:
+    image = nib.load(image_path)
+    return image, np.asarray(image.dataobj).astype(np.float64), np.asarray(nib.load(_gt(image_path)).dataobj)
+
+
+def _volumes_mm3(labels: np.ndarray, image: nib.Nifti1Image) -> dict[int, float]:
+    voxel = float(np.prod(image.header.get_zooms()[:3]))
+    return {c: float((labels == c).sum()) * voxel for c in (1, 2, 3)}
+
+
+def _background_noise(pixels: np.ndarray, k: int = 12) -> float:
+    """Rician noise sigma from the darkest image corner (air: Rayleigh, E[x^2] = 2 sigma^2)."""
+    corners = [pixels[:k, :k], pixels[-k:, :k], pixels[:k, -k:], pixels[-k:, -k:]]
+    return min(float(np.sqrt(np.mean(c**2) / 2.0)) for c in corners)
+
+
+# Values of the phantom as written before styles existed (seed 0): style A must not drift.
+PINNED_A = {
+    "patient001": {
+        "info": "ED: 1\nES: 11\nGroup: RV\nHeight: 158.6\nNbFrame: 30\nWeight: 100.6\n",
+        "shape": (251, 217, 8),
+        "zooms": (1.4565883874893188, 1.4565883874893188, 9.1643705368042),
+        "frames": {1: ([8351, 4951, 3962], 200.83127857234655), 11: ([7007, 4342, 1753], 198.50397717884223)},
+    },
+    "patient002": {
+        "info": "ED: 1\nES: 11\nGroup: RV\nHeight: 162.7\nNbFrame: 25\nWeight: 99.0\n",
+        "shape": (238, 179, 10),
+        "zooms": (1.3486286401748657, 1.3486286401748657, 8.558313369750977),
+        "frames": {1: ([8763, 5378, 6460], 99.98370499037604), 11: ([6099, 4540, 2215], 97.85173700765222)},
+    },
+}
+
+
+def test_style_a_is_the_default_and_unchanged(phantom_root, tmp_path):
+    explicit = tmp_path / "explicit_a"
+    write_acdc_phantom(explicit, patients=1, seed=0, style="A")
+    for path in sorted((phantom_root / "patient001").iterdir()):
+        assert (explicit / "patient001" / path.name).read_bytes() == path.read_bytes(), path.name
+    # Pinned against the pre-style phantom (tolerances only for last-bit float differences
+    # between machines; a change in what is drawn moves these by far more).
+    for name, pinned in PINNED_A.items():
+        patient_dir = phantom_root / name
+        assert (patient_dir / "Info.cfg").read_text() == pinned["info"]
+        for frame, (counts, mean) in pinned["frames"].items():
+            image, pixels, labels = _load(patient_dir / f"{name}_frame{frame:02d}.nii.gz")
+            assert image.shape == pinned["shape"]
+            assert np.allclose(image.header.get_zooms(), pinned["zooms"], rtol=0, atol=1e-6)
+            assert [int((labels == c).sum()) for c in (1, 2, 3)] == pytest.approx(counts, rel=2e-3)
+            assert pixels.mean() == pytest.approx(mean, rel=1e-4)
+            assert image.header["descrip"].tobytes().rstrip(b"\0") == PHANTOM_MARKER
+            assert phantom_style(image.get_filename()) == "A"
+
+
+def test_styles_keep_the_anatomy(style_roots):
+    for k in range(1, STYLE_PATIENTS + 1):
+        name = f"patient{k:03d}"
+        reference_dir = style_roots["A"] / name
+        info = (reference_dir / "Info.cfg").read_text()  # group, ED/ES, height, weight, frames
+        reference = {
+            phase: _volumes_mm3(_load(path)[2], nib.load(path)) for phase, path in _frames(reference_dir).items()
+        }
+        for style in STYLES[1:]:
+            patient_dir = style_roots[style] / name
+            assert (patient_dir / "Info.cfg").read_text() == info, style
+            assert [p.name for p in _frames(patient_dir).values()] == [p.name for p in _frames(reference_dir).values()]
+            for phase, path in _frames(patient_dir).items():
+                image, _, labels = _load(path)
+                volumes = _volumes_mm3(labels, image)
+                mid = labels[:, :, labels.shape[2] // 2]
+                assert {1, 2, 3} <= set(np.unique(mid).tolist()), (style, name, phase)
+                # The same heart: LV volume in mm^3 close to style A's (ES is smaller, so the
+                # slice sampling of the base weighs more there).
+                tolerance = 0.08 if phase == "ED" else 0.2
+                assert volumes[3] == pytest.approx(reference[phase][3], rel=tolerance), (style, name, phase)
+                assert volumes[2] == pytest.approx(reference[phase][2], rel=0.2), (style, name, phase)
+                assert volumes[1] == pytest.approx(reference[phase][1], rel=0.25), (style, name, phase)
+
+
+# Per style: in-plane spacing, slice spacing, matrix, stored maximum, 99th percentile, background
+# noise / blood, LV blood / myocardium on the mid slice (ranges with margin around the docstring's).
+STYLE_EXPECTATIONS = {
+    "A": {"sx": (1.2, 1.8), "sz": (5.0, 10.0), "n": (150, 256), "max": 32767, "p99": (100, 2000), "noise": (0.01, 0.08), "contrast": (1.5, 5.0)},
+    "B": {"sx": (0.9, 1.2), "sz": (6.0, 8.0), "n": (240, 320), "max": 4095, "p99": (1000, 4095), "noise": (0.0, 0.025), "contrast": (2.8, 8.0)},
+    "C": {"sx": (1.6, 2.2), "sz": (10.0, 12.0), "n": (128, 192), "max": 255, "p99": (100, 255), "noise": (0.07, 0.2), "contrast": (1.0, 1.75)},
+    "D": {"sx": (0.65, 0.9), "sz": (8.0, 10.0), "n": (288, 384), "max": 32767, "p99": (4096, 32767), "noise": (0.015, 0.07), "contrast": (1.8, 5.0)},
+}
+
+
+def test_styles_differ_in_acquisition(style_roots):
+    contrast = {}
+    for style, expect in STYLE_EXPECTATIONS.items():
+        for k in range(1, STYLE_PATIENTS + 1):
+            patient_dir = style_roots[style] / f"patient{k:03d}"
+            for phase, path in _frames(patient_dir).items():
+                image, pixels, labels = _load(path)
+                where = (style, patient_dir.name, phase)
+                assert image.get_data_dtype() == np.int16 and phantom_style(path) == style, where
+                assert phantom_style(_gt(path)) == style
+                sx, sy, sz = (float(z) for z in image.header.get_zooms())
+                assert expect["sx"][0] <= sx == sy <= expect["sx"][1] and expect["sz"][0] <= sz <= expect["sz"][1], where
+                assert all(expect["n"][0] <= n <= expect["n"][1] for n in image.shape[:2]), where
+                assert 0 <= pixels.min() and pixels.max() <= expect["max"], where
+                assert expect["p99"][0] <= np.percentile(pixels, 99) <= expect["p99"][1], where
+                blood = pixels[labels == 3].mean()
+                assert expect["noise"][0] <= _background_noise(pixels) / blood <= expect["noise"][1], where
+                mid = pixels[:, :, pixels.shape[2] // 2]
+                mid_labels = labels[:, :, labels.shape[2] // 2]
+                ratio = mid[mid_labels == 3].mean() / mid[mid_labels == 2].mean()
+                assert expect["contrast"][0] <= ratio <= expect["contrast"][1], (*where, ratio)
+                contrast[style, k, phase] = ratio
+    # C is the weak-contrast style, B the strong one: for the same heart and phase.
+    for k in range(1, STYLE_PATIENTS + 1):
+        for phase in ("ED", "ES"):
+            assert contrast["C", k, phase] < contrast["A", k, phase] < contrast["B", k, phase]
+
+
+def test_styles_are_deterministic_and_independent_of_patient_count(style_roots, tmp_path):
+    for style in ("C", "B"):
+        again = tmp_path / style
+        write_acdc_phantom(again, patients=1, seed=0, style=style.lower())  # case-insensitive
+        for path in sorted((style_roots[style] / "patient001").iterdir()):
+            assert (again / "patient001" / path.name).read_bytes() == path.read_bytes(), (style, path.name)
+    other_seed = tmp_path / "seed1"
+    write_acdc_phantom(other_seed, patients=1, seed=1, style="C")
+    assert (other_seed / "patient001" / "Info.cfg").read_bytes() != (style_roots["C"] / "patient001" / "Info.cfg").read_bytes()
+
+
+@pytest.mark.parametrize("style", ["E", "", "AB", None, 1])
+def test_rejects_unknown_style(tmp_path, style):
+    with pytest.raises(UserError, match=r"--style: expected one of A, B, C, D"):
+        write_acdc_phantom(tmp_path / "out", patients=1, seed=0, style=style)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_style_option(run_cli, tmp_path):
+    code, out, err = run_cli("synth", "acdc", "--out", tmp_path / "bad", "--patients", "1", "--style", "Z")
+    assert code == 2 and out == "" and err.strip().count("\n") == 0
+    assert "--style" in err and "A, B, C, D" in err and "Traceback" not in err
+    code, out, err = run_cli("synth", "acdc", "--out", tmp_path / "c", "--patients", "1", "--style", "C")
+    assert code == 0 and "style C" in out
+    assert phantom_style(next((tmp_path / "c" / "patient001").glob("*_frame??.nii.gz"))) == "C"
+
+
+def test_rewrite_in_another_style(tmp_path):
+    write_acdc_phantom(tmp_path, patients=1, seed=2, style="D")
+    write_acdc_phantom(tmp_path, patients=1, seed=2, style="A")  # styled files are phantom files too
+    frames = sorted((tmp_path / "patient001").glob("*.nii.gz"))
+    assert len(frames) == 4 and {phantom_style(p) for p in frames} == {"A"}

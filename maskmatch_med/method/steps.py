@@ -8,6 +8,9 @@
 
 DESIGN.md section 1 defines each term. A step returns the loss to back-propagate and a dict of
 floats to log; the optimizer, EMA update and everything else stays in the engine.
+
+Each step times its phases ("augment", "teacher", "student") on its `timer`, a disabled (no-op)
+engine.timing.PhaseTimer unless a profiler such as benchmarks/speed.py swaps in an enabled one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from maskmatch_med.config import MethodConfig, WeakAugConfig
+from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.method.augment import cutmix, cutmix_box_mask, strong_augment, weak_augment
 from maskmatch_med.method.ensemble import multiscale_probabilities, pseudo_labels
 from maskmatch_med.method.losses import pseudo_label_loss, supervised_loss
@@ -51,6 +55,7 @@ class TrainStep:
         self.method = method
         self.weak_aug = weak_aug
         self.size_divisor = size_divisor
+        self.timer = PhaseTimer()  # disabled: sections cost nothing
 
     def weak(self, images, labels, generator):
         aug = self.weak_aug
@@ -71,9 +76,13 @@ class SupervisedStep(TrainStep):
     semi_supervised = False
 
     def __call__(self, student, teacher, batch, generator):
-        images, labels = self.weak(batch.labeled_images, batch.labels, generator)
-        loss = supervised_loss(student(images), labels, kind=self.method.supervised_loss)
-        return StepOutput(loss, {"loss": loss.item(), "loss_x": loss.item()})
+        timer = self.timer
+        with timer.section("augment"):
+            images, labels = self.weak(batch.labeled_images, batch.labels, generator)
+        with timer.section("student"):
+            loss = supervised_loss(student(images), labels, kind=self.method.supervised_loss)
+            logs = {"loss": loss.item(), "loss_x": loss.item()}
+        return StepOutput(loss, logs)
 
 
 class ConsistencyStep(TrainStep):
@@ -104,31 +113,35 @@ class ConsistencyStep(TrainStep):
         return apply_patch_mask(view, keep, m.mask.fill)
 
     def __call__(self, student, teacher, batch, generator):
-        m = self.method
-        labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
-        weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
-        targets, confidence, valid = self.pseudo_label(teacher, weak_u)
-        strong_u, strong_targets, strong_valid = self.strong_view(weak_u, targets, valid, generator)
+        m, timer = self.method, self.timer
+        with timer.section("augment"):
+            labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
+            weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
+        with timer.section("teacher"):
+            targets, confidence, valid = self.pseudo_label(teacher, weak_u)
+        with timer.section("augment"):
+            strong_u, strong_targets, strong_valid = self.strong_view(weak_u, targets, valid, generator)
 
-        views = [labeled, strong_u]
-        if self.masked:
-            if m.mask.view == "strong":
-                masked_u, masked_targets, masked_valid = self.masked_view(strong_u, generator), strong_targets, strong_valid
-            else:
-                masked_u, masked_targets, masked_valid = self.masked_view(weak_u, generator), targets, valid
-            views.append(masked_u)
+            views = [labeled, strong_u]
+            if self.masked:
+                if m.mask.view == "strong":
+                    masked_u, masked_targets, masked_valid = self.masked_view(strong_u, generator), strong_targets, strong_valid
+                else:
+                    masked_u, masked_targets, masked_valid = self.masked_view(weak_u, generator), targets, valid
+                views.append(masked_u)
 
-        # One forward pass over all views keeps the network's batch statistics shared.
-        logits = student(torch.cat(views)).split([v.shape[0] for v in views])
-        loss_x = supervised_loss(logits[0], labels, kind=m.supervised_loss)
-        loss_s = pseudo_label_loss(logits[1], strong_targets, strong_valid)
-        loss = loss_x + m.lambda_u * loss_s
-        logs = {"loss_x": loss_x.item(), "loss_s": loss_s.item(), "valid_frac": valid.float().mean().item()}
-        if self.masked:
-            loss_m = pseudo_label_loss(logits[2], masked_targets, masked_valid)
-            loss = loss + m.lambda_m * loss_m
-            logs["loss_m"] = loss_m.item()
-        logs["loss"] = loss.item()
+        with timer.section("student"):
+            # One forward pass over all views keeps the network's batch statistics shared.
+            logits = student(torch.cat(views)).split([v.shape[0] for v in views])
+            loss_x = supervised_loss(logits[0], labels, kind=m.supervised_loss)
+            loss_s = pseudo_label_loss(logits[1], strong_targets, strong_valid)
+            loss = loss_x + m.lambda_u * loss_s
+            logs = {"loss_x": loss_x.item(), "loss_s": loss_s.item(), "valid_frac": valid.float().mean().item()}
+            if self.masked:
+                loss_m = pseudo_label_loss(logits[2], masked_targets, masked_valid)
+                loss = loss + m.lambda_m * loss_m
+                logs["loss_m"] = loss_m.item()
+            logs["loss"] = loss.item()
         return StepOutput(loss, logs)
 
 
@@ -144,36 +157,40 @@ class UniMatchStep(ConsistencyStep):
     WEIGHTS = {"loss_x": 1.0, "loss_s1": 0.25, "loss_s2": 0.25, "loss_fp": 0.5}
 
     def __call__(self, student, teacher, batch, generator):
-        m = self.method
-        labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
-        weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
-        targets, confidence, valid = self.pseudo_label(teacher, weak_u)
-        strong1, targets1, valid1 = self.strong_view(weak_u, targets, valid, generator)
-        strong2, targets2, valid2 = self.strong_view(weak_u, targets, valid, generator)
+        m, timer = self.method, self.timer
+        with timer.section("augment"):
+            labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
+            weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
+        with timer.section("teacher"):
+            targets, confidence, valid = self.pseudo_label(teacher, weak_u)
+        with timer.section("augment"):
+            strong1, targets1, valid1 = self.strong_view(weak_u, targets, valid, generator)
+            strong2, targets2, valid2 = self.strong_view(weak_u, targets, valid, generator)
 
-        views = [labeled, strong1, strong2]
-        if self.masked:
-            masked_u, masked_targets, masked_valid = (
-                (self.masked_view(strong1, generator), targets1, valid1) if m.mask.view == "strong"
-                else (self.masked_view(weak_u, generator), targets, valid)
-            )
-            views.append(masked_u)
-        logits = student(torch.cat(views)).split([v.shape[0] for v in views])
-        with perturbed_encoder(student, m.fp_dropout, generator):
-            fp_logits = student(weak_u)
+            views = [labeled, strong1, strong2]
+            if self.masked:
+                masked_u, masked_targets, masked_valid = (
+                    (self.masked_view(strong1, generator), targets1, valid1) if m.mask.view == "strong"
+                    else (self.masked_view(weak_u, generator), targets, valid)
+                )
+                views.append(masked_u)
+        with timer.section("student"):
+            logits = student(torch.cat(views)).split([v.shape[0] for v in views])
+            with perturbed_encoder(student, m.fp_dropout, generator):
+                fp_logits = student(weak_u)
 
-        terms = {
-            "loss_x": supervised_loss(logits[0], labels, kind=m.supervised_loss),
-            "loss_s1": pseudo_label_loss(logits[1], targets1, valid1),
-            "loss_s2": pseudo_label_loss(logits[2], targets2, valid2),
-            "loss_fp": pseudo_label_loss(fp_logits, targets, valid),
-        }
-        weights = dict(self.WEIGHTS)
-        if self.masked:
-            terms["loss_m"], weights["loss_m"] = pseudo_label_loss(logits[3], masked_targets, masked_valid), m.lambda_m
-        loss = sum(weights[name] * term for name, term in terms.items()) / 2
-        logs = {name: term.item() for name, term in terms.items()}
-        logs.update(valid_frac=valid.float().mean().item(), loss=loss.item())
+            terms = {
+                "loss_x": supervised_loss(logits[0], labels, kind=m.supervised_loss),
+                "loss_s1": pseudo_label_loss(logits[1], targets1, valid1),
+                "loss_s2": pseudo_label_loss(logits[2], targets2, valid2),
+                "loss_fp": pseudo_label_loss(fp_logits, targets, valid),
+            }
+            weights = dict(self.WEIGHTS)
+            if self.masked:
+                terms["loss_m"], weights["loss_m"] = pseudo_label_loss(logits[3], masked_targets, masked_valid), m.lambda_m
+            loss = sum(weights[name] * term for name, term in terms.items()) / 2
+            logs = {name: term.item() for name, term in terms.items()}
+            logs.update(valid_frac=valid.float().mean().item(), loss=loss.item())
         return StepOutput(loss, logs)
 
 
