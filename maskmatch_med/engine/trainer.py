@@ -23,6 +23,7 @@ from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, 
 from maskmatch_med.engine.inference import predict_volume_labels
 from maskmatch_med.engine.metrics import dice_per_class
 from maskmatch_med.engine.run_log import RunLog
+from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.writers import overlay_rgb, write_text_atomic
 from maskmatch_med.errors import UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
@@ -159,6 +160,16 @@ class Trainer:
             self._resume()
         self.eval_model = self.teacher if (self.teacher is not None and t.eval_model != "student") else model
 
+    @property
+    def timer(self) -> PhaseTimer:
+        """Phase timer of the training step ("data", "optimizer" here; "augment", "teacher", "student" in
+        the method step), shared with the step. Disabled (free) unless replaced with an enabled one."""
+        return self.step.timer
+
+    @timer.setter
+    def timer(self, timer: PhaseTimer) -> None:
+        self.step.timer = timer
+
     def _load_data(self, divisor: int) -> None:
         recipe, t = self.recipe, self.recipe.train
         splits = resolve_splits(recipe.data)
@@ -229,8 +240,10 @@ class Trainer:
         lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        images, labels = self.labeled.batch(self.labeled_sampler.indices(iteration))
-        unlabeled = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration))[0] if self.unlabeled is not None else None
+        timer = self.timer
+        with timer.section("data"):
+            images, labels = self.labeled.batch(self.labeled_sampler.indices(iteration))
+            unlabeled = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration))[0] if self.unlabeled is not None else None
         teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             output = self.step(self.student, teacher, Batch(images, labels, unlabeled), self.generator)
@@ -240,12 +253,14 @@ class Trainer:
                 f"iteration {iteration + 1}: loss is not finite ({', '.join(bad)}); stopped without saving, "
                 f"{self.last_path} is the last good checkpoint"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(output.loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.teacher is not None:
-            ema_update(self.teacher, self.model, self.recipe.method.ema_momentum, step=iteration)
+        with timer.section("student"):  # the backward pass belongs to the student's phase
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(output.loss).backward()
+        with timer.section("optimizer"):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.teacher is not None:
+                ema_update(self.teacher, self.model, self.recipe.method.ema_momentum, step=iteration)
         return {**output.logs, "lr": lr}
 
     def run(self) -> TrainResult:
