@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import REPO, RESULTS, save
+from common import REPO, RESULTS, machine, save
 
 from maskmatch_med.config import load_recipe
 from maskmatch_med.engine.evaluate import evaluate_folders
@@ -104,7 +104,7 @@ def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) ->
         "row": row.name, "group": row.group, "labeled": row.labeled, "seed": seed, "iterations": iterations,
         "overrides": list(row.overrides), "best_val_dice": result.best_score, "best_iteration": result.best_iteration,
         "test": {cls: {m: report.summary[cls][m]["mean"] for m in ("dice", "hd95_mm")} for cls in [*report.class_names, "mean"]},
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - started, "commit": machine()["commit"],
     }
 
 
