@@ -107,27 +107,31 @@ class ConsistencyStep(TrainStep):
         partner = torch.roll(torch.arange(batch_u, device=weak_u.device), 1)
         return cutmix(self.strong(weak_u, generator), box, partner), cutmix(targets, box, partner), cutmix(valid, box, partner)
 
-    def masked_view(self, view, generator):
+    def masked_view(self, strong, strong_targets, strong_valid, weak, targets, valid, generator):
+        """The masked-modeling input (`mask.view`: the strong or the weak view, patches dropped) and the
+        pseudo-labels that go with it."""
         m = self.method
+        view, view_targets, view_valid = (strong, strong_targets, strong_valid) if m.mask.view == "strong" else (weak, targets, valid)
         keep = patch_keep_mask(view.shape[0], view.shape[2:], m.mask.patch_size, m.mask.ratio, generator=generator, device=view.device)
-        return apply_patch_mask(view, keep, m.mask.fill)
+        return apply_patch_mask(view, keep, m.mask.fill), view_targets, view_valid
+
+    def weak_views(self, teacher, batch, generator):
+        """Weakly augmented labeled and unlabeled batches, and the teacher's pseudo-labels for the latter."""
+        with self.timer.section("augment"):
+            labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
+            weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
+        with self.timer.section("teacher"):
+            targets, _, valid = self.pseudo_label(teacher, weak_u)
+        return labeled, labels, weak_u, targets, valid
 
     def __call__(self, student, teacher, batch, generator):
         m, timer = self.method, self.timer
-        with timer.section("augment"):
-            labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
-            weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
-        with timer.section("teacher"):
-            targets, confidence, valid = self.pseudo_label(teacher, weak_u)
+        labeled, labels, weak_u, targets, valid = self.weak_views(teacher, batch, generator)
         with timer.section("augment"):
             strong_u, strong_targets, strong_valid = self.strong_view(weak_u, targets, valid, generator)
-
             views = [labeled, strong_u]
             if self.masked:
-                if m.mask.view == "strong":
-                    masked_u, masked_targets, masked_valid = self.masked_view(strong_u, generator), strong_targets, strong_valid
-                else:
-                    masked_u, masked_targets, masked_valid = self.masked_view(weak_u, generator), targets, valid
+                masked_u, masked_targets, masked_valid = self.masked_view(strong_u, strong_targets, strong_valid, weak_u, targets, valid, generator)
                 views.append(masked_u)
 
         with timer.section("student"):
@@ -158,21 +162,13 @@ class UniMatchStep(ConsistencyStep):
 
     def __call__(self, student, teacher, batch, generator):
         m, timer = self.method, self.timer
-        with timer.section("augment"):
-            labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
-            weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
-        with timer.section("teacher"):
-            targets, confidence, valid = self.pseudo_label(teacher, weak_u)
+        labeled, labels, weak_u, targets, valid = self.weak_views(teacher, batch, generator)
         with timer.section("augment"):
             strong1, targets1, valid1 = self.strong_view(weak_u, targets, valid, generator)
             strong2, targets2, valid2 = self.strong_view(weak_u, targets, valid, generator)
-
             views = [labeled, strong1, strong2]
             if self.masked:
-                masked_u, masked_targets, masked_valid = (
-                    (self.masked_view(strong1, generator), targets1, valid1) if m.mask.view == "strong"
-                    else (self.masked_view(weak_u, generator), targets, valid)
-                )
+                masked_u, masked_targets, masked_valid = self.masked_view(strong1, targets1, valid1, weak_u, targets, valid, generator)
                 views.append(masked_u)
         with timer.section("student"):
             logits = student(torch.cat(views)).split([v.shape[0] for v in views])
