@@ -1,6 +1,6 @@
 # Two commands set everything up: `make demo` and `make test`.
-# TORCH picks the PyTorch build: the default is the CPU wheel; on a GPU machine use e.g.
-#   make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# TORCH picks the PyTorch build: the default is the CPU wheel; on a GPU machine pass the CUDA build,
+#   make demo TORCH="torch==2.13.0 --index-url <PyTorch's CUDA wheel index for your CUDA version>"
 # bash, for the `time` keyword that times each demo step
 SHELL := /bin/bash
 PYTHON ?= python3
