@@ -62,7 +62,7 @@ def synth(
 
 @app.command()
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/acdc.yaml.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/acdc.yaml, or a run directory (with --resume).")],
     set_: SetOption = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Run directory (overrides output_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")] = False,
@@ -73,6 +73,10 @@ def train(
     from maskmatch_med.engine.trainer import train as run_training
 
     overrides = list(set_ or []) + ([f"output_dir={output}"] if output else [])
+    if recipe.is_dir():  # a run directory: its saved recipe, and the directory itself as output_dir
+        if not (recipe / "recipe.yaml").is_file():
+            raise UserError(f"{recipe}: a directory without recipe.yaml is not a run directory")
+        recipe, overrides = recipe / "recipe.yaml", [f"output_dir={recipe}", *overrides]
     show_bar = sys.stderr.isatty() if progress is None else progress
     result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
     if result.is_main:

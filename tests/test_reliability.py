@@ -131,3 +131,13 @@ def test_run_files_are_readable_by_others(tmp_path, phantom_root, tiny_manifest,
         os.umask(old)
     for path in (tmp_path / "out" / "recipe.yaml", tmp_path / "out" / "checkpoints" / "last.pt"):
         assert path.stat().st_mode & 0o044 == 0o044, path
+
+
+def test_resume_from_the_run_directory(tmp_path, phantom_root, tiny_manifest, run_cli):
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 2})
+    assert run_cli("train", recipe, "--no-progress")[0] == 0
+    code, _, err = run_cli("train", tmp_path / "out", "--resume", "--no-progress", "--set", "train.iterations=3")
+    assert code == 0, err
+    assert torch.load(tmp_path / "out" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 3
+    code, _, err = run_cli("train", tmp_path, "--resume")
+    assert code == 2 and "not a run directory" in err
