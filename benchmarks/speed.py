@@ -2,7 +2,7 @@
 
 Training: the real `Trainer._train_step` and method steps, with their phase timer enabled
 (maskmatch_med/engine/timing.py), on in-memory random slices of the recipe's shapes (no dataset is
-read: a subclass of the Trainer replaces `_load_data`). Phases:
+read: a subclass of the Trainer replaces `_build_data`). Phases:
 
     data       index draw + batch gather (the data wait)
     augment    weak and strong augmentation, CutMix, patch masking
@@ -47,11 +47,11 @@ from common import REPO, save
 import monai
 from maskmatch_med.config import load_recipe
 from maskmatch_med.data.preprocess import normalise_intensity
-from maskmatch_med.data.sampling import EpochSampler
 from maskmatch_med.data.slices import SliceSet
 from maskmatch_med.engine.inference import predict_files, predict_volume_labels
 from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.trainer import Trainer, shared_teacher
+from maskmatch_med.engine.training_data import TrainingData
 from maskmatch_med.method.ensemble import scaled_size
 from maskmatch_med.method.steps import UniMatchStep
 from maskmatch_med.models import build_model, size_divisor
@@ -89,21 +89,19 @@ class SyntheticTrainer(Trainer):
 
     slices = (64, 128)  # labeled, unlabeled
 
-    def _load_data(self, divisor: int) -> None:
+    def _build_data(self, divisor: int) -> TrainingData:
         recipe, t = self.recipe, self.recipe.train
         size, classes = tuple(recipe.data.input_size), recipe.data.num_classes
         generator = torch.Generator().manual_seed(t.seed)
         n_l, n_u = self.slices
-        self.labeled = SliceSet(
+        labeled = SliceSet(
             torch.randn(n_l, 1, *size, generator=generator),
             torch.randint(0, classes, (n_l, *size), generator=generator).to(torch.uint8),
         ).to(self.device)
-        self.labeled_sampler = EpochSampler(n_l, t.batch_size, t.seed)
-        self.unlabeled = self.unlabeled_sampler = None
+        unlabeled = None
         if self.step.semi_supervised:
-            self.unlabeled = SliceSet(torch.randn(n_u, 1, *size, generator=generator), None).to(self.device)
-            self.unlabeled_sampler = EpochSampler(n_u, t.unlabeled_batch_size, t.seed + 1)
-        self.validator = None
+            unlabeled = SliceSet(torch.randn(n_u, 1, *size, generator=generator), None).to(self.device)
+        return TrainingData(labeled, unlabeled, validator=None, spatial_dims=2, in_channels=1, unit="slices")
 
 
 class NetworkFloor:

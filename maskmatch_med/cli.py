@@ -81,7 +81,7 @@ def train(
     result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
     if result.is_main:
         typer.echo(
-            f"done in {result.seconds / 60:.1f} min; best validation Dice {result.best_score:.4f} at iteration "
+            f"done in {result.seconds / 60:.1f} min; best validation {result.score_key} {result.best_score:.4f} at iteration "
             f"{result.best_iteration}; checkpoint {result.best_checkpoint}"
         )
 

@@ -25,7 +25,8 @@ class SliceSet:
     def to(self, device: torch.device) -> SliceSet:
         return SliceSet(self.images.to(device), None if self.labels is None else self.labels.to(device))
 
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The slices at ``index``; deterministic, so ``generator`` is unused."""
         index = index.to(self.images.device)
         labels = None if self.labels is None else self.labels[index].long()
         return self.images[index], labels

@@ -18,7 +18,7 @@ def load_inference_model(checkpoint: Path, device: torch.device):
     recipe = recipe_of(payload, checkpoint)
     if payload["spatial_dims"] != 2:
         raise UserError(f"{checkpoint}: a {payload['spatial_dims']}D checkpoint; this predictor runs 2D models")
-    model = build_model(recipe.model, spatial_dims=2, in_channels=1, num_classes=payload["num_classes"])
+    model = build_model(recipe.model, spatial_dims=2, in_channels=payload.get("in_channels", 1), num_classes=payload["num_classes"])
     load_state(model, payload["inference"], checkpoint, "inference")
     return model.to(device).eval(), recipe
 

@@ -8,23 +8,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from maskmatch_med.config import Recipe
-from maskmatch_med.data.checks import LoadedCase, check_splits, require_clean
-from maskmatch_med.data.slices import build_slice_set
-from maskmatch_med.data.splits import resolve_splits
 from maskmatch_med.data.sampling import EpochSampler
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
 from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
-from maskmatch_med.engine.inference import predict_volume_labels
-from maskmatch_med.engine.metrics import dice_per_class
 from maskmatch_med.engine.run_log import RunLog
 from maskmatch_med.engine.timing import PhaseTimer
-from maskmatch_med.engine.writers import overlay_rgb, write_text_atomic
+from maskmatch_med.engine.training_data import TrainingData, build_training_data
+from maskmatch_med.engine.writers import write_text_atomic
 from maskmatch_med.errors import UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
 from maskmatch_med.method.steps import Batch, build_step
@@ -40,6 +35,7 @@ class TrainResult:
     best_score: float
     best_iteration: int
     seconds: float
+    score_key: str = "dice_mean"  # the validation metric that chose best_checkpoint
     is_main: bool = True  # False on the other ranks of a torchrun job
 
 
@@ -75,40 +71,6 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optim
     return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
-class Validator:
-    """3D Dice per class on the validation volumes, each predicted slice by slice on its own grid."""
-
-    def __init__(self, cases: list[LoadedCase], recipe: Recipe, device: torch.device, divisor: int):
-        self.cases, self.recipe, self.device, self.divisor = cases, recipe, device, divisor
-
-    def __call__(self, model: torch.nn.Module) -> tuple[dict[str, float], list[np.ndarray]]:
-        data = self.recipe.data
-        per_case, previews = [], []
-        for loaded in self.cases:
-            pred = predict_volume_labels(
-                model, loaded.image.array, loaded.image.spacing, tuple(data.input_size),
-                scales=(1.0,), device=self.device, size_divisor=self.divisor,
-            )
-            per_case.append(dice_per_class(pred, loaded.label.array, data.num_classes))
-            if len(previews) < 3:
-                previews.append(self._preview(loaded, pred))
-        with np.errstate(all="ignore"):
-            per_class = np.nanmean(np.stack(per_case), axis=0)
-        per_class = np.nan_to_num(per_class, nan=0.0)
-        metrics = {f"dice_{name}": float(value) for name, value in zip(data.class_names, per_class)}
-        metrics["dice_mean"] = float(per_class.mean())
-        return metrics, previews
-
-    @staticmethod
-    def _preview(loaded: LoadedCase, pred: np.ndarray) -> np.ndarray:
-        """Middle slice along the slice axis: image with the predicted labels over it."""
-        from maskmatch_med.data.preprocess import slice_axis_of
-
-        axis = slice_axis_of(loaded.image.spacing)
-        middle = loaded.image.array.shape[axis] // 2
-        return overlay_rgb(np.take(loaded.image.array, middle, axis=axis), np.take(pred, middle, axis=axis))
-
-
 class Trainer:
     """One run: set-up (data, model, optimizer, optional resume), then `run()` iterates.
 
@@ -141,9 +103,11 @@ class Trainer:
         if any(s % divisor for s in recipe.data.input_size):
             raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
         self.step = build_step(recipe.method, t.weak_aug, divisor)
-        self._load_data(divisor)
+        self._attach_data(self._build_data(divisor))
 
-        model = build_model(recipe.model, spatial_dims=2, in_channels=1, num_classes=recipe.data.num_classes).to(self.device)
+        model = build_model(
+            recipe.model, spatial_dims=self.data.spatial_dims, in_channels=self.data.in_channels, num_classes=recipe.data.num_classes
+        ).to(self.device)
         if self.dist.enabled and t.sync_bn:
             if self.device.type == "cuda":
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -170,23 +134,18 @@ class Trainer:
     def timer(self, timer: PhaseTimer) -> None:
         self.step.timer = timer
 
-    def _load_data(self, divisor: int) -> None:
-        recipe, t = self.recipe, self.recipe.train
-        splits = resolve_splits(recipe.data)
-        # The same checks as check-data, test split included, so a broken test file shows up now and not
-        # after hours of training; training itself never reads the test volumes.
-        loaded, problems = check_splits(splits, recipe.data.num_classes, self.step.semi_supervised)
-        require_clean(problems)
-        del loaded["test"]
-        size = tuple(recipe.data.input_size)
-        self.labeled = build_slice_set(loaded["labeled"], size, with_labels=True).to(self.device)
-        rank, world = self.dist.rank, self.dist.world_size
+    def _build_data(self, divisor: int) -> TrainingData:
+        """The data this run trains and validates on; benchmarks swap in synthetic data here."""
+        return build_training_data(self.recipe, self.step.semi_supervised, self.device, divisor)
+
+    def _attach_data(self, data: TrainingData) -> None:
+        t, rank, world = self.recipe.train, self.dist.rank, self.dist.world_size
+        self.data = data
+        self.labeled, self.unlabeled, self.validator = data.labeled, data.unlabeled, data.validator
         self.labeled_sampler = EpochSampler(len(self.labeled), t.batch_size, t.seed, rank, world)
-        self.unlabeled = self.unlabeled_sampler = None
-        if self.step.semi_supervised:
-            self.unlabeled = build_slice_set(loaded["unlabeled"], size, with_labels=False).to(self.device)
+        self.unlabeled_sampler = None
+        if self.unlabeled is not None:
             self.unlabeled_sampler = EpochSampler(len(self.unlabeled), t.unlabeled_batch_size, t.seed + 1, rank, world)
-        self.validator = Validator(loaded["validation"], recipe, self.device, divisor)
 
     def _resume(self) -> None:
         path = self.last_path
@@ -216,7 +175,8 @@ class Trainer:
         payload = {
             "recipe": self.recipe.to_yaml(),
             "num_classes": self.recipe.data.num_classes,
-            "spatial_dims": 2,
+            "spatial_dims": self.data.spatial_dims,
+            "in_channels": self.data.in_channels,
             "model": self.model.state_dict(),
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
             "inference": self.eval_model.state_dict(),
@@ -242,8 +202,10 @@ class Trainer:
             group["lr"] = lr
         timer = self.timer
         with timer.section("data"):
-            images, labels = self.labeled.batch(self.labeled_sampler.indices(iteration))
-            unlabeled = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration))[0] if self.unlabeled is not None else None
+            images, labels = self.labeled.batch(self.labeled_sampler.indices(iteration), self.generator)
+            unlabeled = None
+            if self.unlabeled is not None:
+                unlabeled = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration), self.generator)[0]
         teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             output = self.step(self.student, teacher, Batch(images, labels, unlabeled), self.generator)
@@ -271,7 +233,7 @@ class Trainer:
             write_text_atomic(recipe.to_yaml(), self.run_dir / "recipe.yaml")
             print(
                 f"{recipe.method.name}: {len(self.labeled)} labeled / {len(self.unlabeled) if self.unlabeled is not None else 0} "
-                f"unlabeled slices, {len(self.validator.cases)} validation volumes, device {self.device}"
+                f"unlabeled {self.data.unit}, {len(self.validator)} validation cases, device {self.device}"
                 + (f", {self.dist.world_size} processes" if self.dist.enabled else "") + f", run dir {self.run_dir}"
             )
         log = RunLog(self.run_dir) if main else None
@@ -305,19 +267,21 @@ class Trainer:
                 log.close()
             shutdown(self.dist)
         return TrainResult(
-            self.run_dir, self.best_path, self.best_score, self.best_iteration, time.perf_counter() - started, self.dist.is_main
+            self.run_dir, self.best_path, self.best_score, self.best_iteration, time.perf_counter() - started,
+            self.validator.score_key if self.validator is not None else "", self.dist.is_main,
         )
 
     def _validate(self, done: int, log: RunLog, bar: tqdm, generators: list[torch.Tensor]) -> None:
         metrics, previews = self.validator(self.eval_model)
-        if metrics["dice_mean"] > self.best_score:
-            self.best_score, self.best_iteration = metrics["dice_mean"], done
+        score_key = self.validator.score_key
+        if metrics[score_key] > self.best_score:
+            self.best_score, self.best_iteration = metrics[score_key], done
             self._checkpoint([self.best_path], done, generators)
-        log.log("val", done, {**metrics, "best_dice_mean": self.best_score})
+        log.log("val", done, {**metrics, f"best_{score_key}": self.best_score})
         for index, rgb in enumerate(previews):
             log.image(f"val/case{index}", rgb, done)
-        summary = ", ".join(f"{key[5:]} {value:.3f}" for key, value in metrics.items())
-        bar.write(f"iteration {done}: validation Dice {summary} (best {self.best_score:.3f} @ {self.best_iteration})")
+        summary = ", ".join(f"{key} {value:.3f}" for key, value in metrics.items())
+        bar.write(f"iteration {done}: validation {summary} (best {score_key} {self.best_score:.3f} @ {self.best_iteration})")
 
 
 def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:

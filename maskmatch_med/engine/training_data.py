@@ -1,0 +1,68 @@
+"""What the training loop draws from: a labeled and an optional unlabeled batch source, and a validator.
+
+The loop (engine/trainer.py) only knows these three interfaces, so 2D slices, 3D patches and
+natural images plug in as builders here without touching it. A builder reads and checks the data,
+puts what it keeps on the training device and says how to describe it in the run's first line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from maskmatch_med.config import Recipe
+from maskmatch_med.data.checks import check_splits, require_clean
+from maskmatch_med.data.slices import build_slice_set
+from maskmatch_med.data.splits import resolve_splits
+
+
+class BatchSource(Protocol):
+    def __len__(self) -> int:
+        """Number of samples an epoch draws from (slices, volumes, images)."""
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, C, *spatial) float and labels (B, *spatial) long (None when unlabeled), on the
+        training device. ``generator`` is the trainer's, for sources that crop at random."""
+
+
+class Validator(Protocol):
+    score_key: str  # the metric that selects the best checkpoint (higher is better)
+
+    def __len__(self) -> int:
+        """Number of validation cases."""
+
+    def __call__(self, model: torch.nn.Module) -> tuple[dict[str, float], list[np.ndarray]]:
+        """Metrics by name, and a few RGB previews (H, W, 3) uint8 for TensorBoard."""
+
+
+@dataclass
+class TrainingData:
+    labeled: BatchSource
+    unlabeled: BatchSource | None
+    validator: Validator
+    spatial_dims: int  # of the network: 2 for slices and photos, 3 for volumes
+    in_channels: int
+    unit: str  # what one sample is, for the log: "slices", "patches", "images"
+
+
+def build_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
+    return slice_training_data(recipe, semi_supervised, device, size_divisor)
+
+
+def slice_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
+    """2D training on every slice of 3D volumes (ACDC layout or a datalist), validated per volume."""
+    from maskmatch_med.engine.validation import SliceVolumeValidator
+
+    splits = resolve_splits(recipe.data)
+    # The same checks as check-data, test split included, so a broken test file shows up now and not
+    # after hours of training; training itself never reads the test volumes.
+    loaded, problems = check_splits(splits, recipe.data.num_classes, semi_supervised)
+    require_clean(problems)
+    size = tuple(recipe.data.input_size)
+    labeled = build_slice_set(loaded["labeled"], size, with_labels=True).to(device)
+    unlabeled = build_slice_set(loaded["unlabeled"], size, with_labels=False).to(device) if semi_supervised else None
+    validator = SliceVolumeValidator(loaded["validation"], recipe, device, size_divisor)
+    return TrainingData(labeled, unlabeled, validator, spatial_dims=2, in_channels=1, unit="slices")
