@@ -49,13 +49,14 @@ def synth(
             "noisy, D: interpolated large-scale). Same seed: same anatomy in every style.",
         ),
     ] = "A",
+    first: Annotated[int, typer.Option("--first", help="Number of the first patient (patients of another phantom, other case names).")] = 1,
 ) -> None:
     """Write a synthetic cardiac MRI phantom in the real ACDC layout."""
     if dataset != "acdc":
         raise UserError(f"synth: unknown dataset {dataset!r} (available: acdc)")
     from maskmatch_med.data.phantom import write_acdc_phantom
 
-    written = write_acdc_phantom(out, patients=patients, seed=seed, style=style)
+    written = write_acdc_phantom(out, patients=patients, seed=seed, style=style, first=first)
     suffix = "" if style.strip().upper() == "A" else f" (style {style.strip().upper()})"
     typer.echo(f"wrote {len(written)} patients to {out}{suffix}")
 
