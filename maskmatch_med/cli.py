@@ -134,17 +134,30 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", help="CSV report: per case and class, and means.")] = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated foreground names (default: the predictions' labels.json).")] = None,
     require_all: Annotated[bool, typer.Option("--require-all", help="Fail if a ground-truth case under --gt has no prediction.")] = False,
+    domains: Annotated[
+        Optional[Path],
+        typer.Option("--domains", help="Report per domain: a CSV with case,domain columns, or a domain-adaptation recipe / run directory."),
+    ] = None,
 ) -> None:
     """Dice, Jaccard, HD95 and ASD (mm and voxels) per case and class."""
     from maskmatch_med.engine.evaluate import evaluate_folders, format_summary_table
 
     names = [n.strip() for n in class_names.split(",")] if class_names else None
-    report = evaluate_folders(pred, gt, output_csv=output, class_names=names, require_all=require_all)
+    domain_map = None
+    if domains is not None:
+        from maskmatch_med.data.domains import load_domain_map
+
+        domain_map = load_domain_map(domains)
+    report = evaluate_folders(pred, gt, output_csv=output, class_names=names, require_all=require_all, domains=domain_map)
     typer.echo(f"{len(report.cases)} cases evaluated" + (
         f"; {len(report.unpredicted)} other ground-truth cases under {gt} were not predicted and are not scored"
         " (expected when --gt is a dataset root; --require-all makes it an error)" if report.unpredicted else ""
     ))
     typer.echo(format_summary_table(report))
+    if report.by_domain:
+        from maskmatch_med.engine.evaluate import format_domain_table
+
+        typer.echo("\n" + format_domain_table(report))
     if output:
         typer.echo(f"report written to {output}")
 

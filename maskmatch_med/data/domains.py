@@ -163,3 +163,11 @@ def recipe_domain_map(recipe_path: Path) -> dict[str, str]:
     if not recipe.data.domain_adaptation:
         raise UserError(f"{recipe_path}: not a domain-adaptation recipe (no data.labeled / data.unlabeled)")
     return {row["case"]: row["domain"] for row in domain_table(domain_splits(recipe.data))}
+
+
+def load_domain_map(path: Path) -> dict[str, str]:
+    """`evaluate --domains PATH`: a case,domain CSV, or a domain-adaptation recipe YAML or run directory."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() in (".yaml", ".yml"):
+        return recipe_domain_map(path)
+    return read_domain_map(path)
