@@ -101,15 +101,14 @@ def domain_splits(data: DataConfig) -> Splits:
                     )
     if TARGET in roles and roles[TARGET] != TARGET or SOURCE in roles and roles[SOURCE] != SOURCE:
         raise UserError("data.labeled.domain / data.unlabeled.domain: 'source' names the labeled side and 'target' the unlabeled one")
-    seen: dict[str, Path] = {}
-    for name, cases in (*source.items(), *target.items()):
+    source_cases = {c.case_id: c.image for _, cases in source.items() for c in cases}
+    for _, cases in target.items():
         for case in cases:
-            if case.case_id in seen and seen[case.case_id] != case.image:
+            if case.case_id in source_cases:
                 raise UserError(
-                    f"case {case.case_id} is both {seen[case.case_id]} and {case.image}; case names must differ "
-                    "between data.labeled and data.unlabeled (predictions and reports are named after them)"
+                    f"case {case.case_id} is in data.labeled ({source_cases[case.case_id]}) and in data.unlabeled "
+                    f"({case.image}); case names must differ between the sources (predictions and reports are named after them)"
                 )
-            seen[case.case_id] = case.image
     return Splits(
         labeled=source.labeled,
         unlabeled=target.unlabeled,
