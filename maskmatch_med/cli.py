@@ -162,6 +162,21 @@ def evaluate(
         typer.echo(f"report written to {output}")
 
 
+@app.command("export-frames")
+def export_frames(
+    root: Annotated[Path, typer.Option("--root", help="M&Ms root (Training/, Validation/, Testing/ or <code>/ folders).")],
+    csv_path: Annotated[Path, typer.Option("--csv", help="The M&Ms information CSV (External code, Vendor, Centre, ED, ES).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the 3D frames and domains.csv.")],
+    vendors: Annotated[Optional[str], typer.Option(help="Comma-separated vendors to keep, e.g. C,D (default: all).")] = None,
+) -> None:
+    """Write the ED and ES frames of M&Ms 4D scans as 3D NIfTI files (labels in ACDC's order) for predict and evaluate."""
+    from maskmatch_med.data.mnms import export_mnms_frames
+
+    keep = [v.strip() for v in vendors.split(",") if v.strip()] if vendors else None
+    written = export_mnms_frames(root, csv_path, out, keep)
+    typer.echo(f"wrote {len(written)} frames to {out}; case domains in {out / 'domains.csv'}")
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""

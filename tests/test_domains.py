@@ -249,6 +249,31 @@ def test_mnms_reader_errors(tmp_path):
         mnms_cases(root, root / MNMS_CSV)
 
 
+def test_export_frames_feeds_evaluate_per_vendor(tmp_path, run_cli):
+    root = fake_mnms(tmp_path / "MnMs")
+    code, out, err = run_cli("export-frames", "--root", root, "--csv", root / MNMS_CSV, "--out", tmp_path / "frames")
+    assert code == 0, err
+    assert "wrote 10 frames" in out
+    image = nib.load(str(tmp_path / "frames" / "D5V6A7" / "D5V6A7_ED.nii.gz"))
+    assert image.shape == (6, 5, 3) and np.all(np.asarray(image.dataobj) == 21.0)  # frame 2
+    assert image.header.get_zooms() == pytest.approx((1.3, 1.3, 10.0))
+    gt = np.asarray(nib.load(str(tmp_path / "frames" / "D5V6A7" / "D5V6A7_ED_gt.nii.gz")).dataobj)
+    assert (gt[0] == 3).all() and (gt[2] == 1).all()  # M&Ms LV (1) is ACDC's 3, RV (3) is 1
+    assert not (tmp_path / "frames" / "C7U8N9" / "C7U8N9_ED_gt.nii.gz").exists()
+    assert "D5V6A7_ES,D,5,validation" in (tmp_path / "frames" / "domains.csv").read_text()
+    # The ground truth as a "perfect prediction": Dice mean (token 11: 3 per "m +/- s" cell) 1 per vendor.
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for path in (tmp_path / "frames").rglob("*_gt.nii.gz"):
+        (pred / path.name.replace("_gt", "")).write_bytes(path.read_bytes())
+    code, out, err = run_cli("evaluate", "--pred", pred, "--gt", tmp_path / "frames", "--domains", tmp_path / "frames" / "domains.csv")
+    assert code == 0, err
+    vendor_rows = [line.split() for line in out.splitlines() if line[:2] in ("A ", "B ", "D ")]
+    assert [(row[0], row[1], row[11]) for row in vendor_rows] == [("A", "4", "1.0000"), ("B", "2", "1.0000"), ("D", "2", "1.0000")]
+    code, _, err = run_cli("export-frames", "--root", root, "--csv", root / MNMS_CSV, "--out", root / "frames")
+    assert code == 2 and "lies inside the M&Ms root" in err
+
+
 def test_acdc_to_mnms_recipe_checks_data(tmp_path, run_cli, phantom_root):
     """recipes/acdc_to_mnms.yaml on a phantom ACDC root and the fake M&Ms tree: vendors are domains."""
     root = fake_mnms(tmp_path / "MnMs")

@@ -141,3 +141,37 @@ def mnms_cases(
             raise UserError(f"{folder}: {split} case without {folder.name}_sa_gt.nii.gz")
         splits[split] += cases
     return splits
+
+
+def export_mnms_frames(root: Path, csv_path: Path, out_dir: Path, vendors: list[str] | None = None) -> list[Path]:
+    """Write every labeled-or-not ED/ES frame of an M&Ms tree as 3D NIfTI files that `predict` and
+    `evaluate` read: ``<out>/<code>/<code>_ED.nii.gz`` (+ ``_ED_gt.nii.gz`` in ACDC's label order), and
+    ``<out>/domains.csv`` (case, domain, centre, split) for ``evaluate --domains``. Returns the images."""
+    import nibabel as nib
+    import numpy as np
+
+    from maskmatch_med.data.nifti import load_label, load_volume
+    from maskmatch_med.engine.writers import write_text_atomic
+
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == Path(root).resolve() or Path(root).resolve() in out_dir.resolve().parents:
+        raise UserError(f"--out: {out_dir} lies inside the M&Ms root {root}; choose a folder outside it")
+    subjects = read_mnms_csv(csv_path)
+    rows, written = ["case,domain,centre,split"], []
+    for split, cases in mnms_cases(root, csv_path, vendors).items():
+        for case in cases:
+            folder = out_dir / case.group
+            folder.mkdir(parents=True, exist_ok=True)
+            load_volume(case.image, frame=case.frame)  # the same checks (frame range, finite values) as training
+            # The frame as stored (dtype, scaling), with a 3D header: the 4D file's spatial affine and voxel size.
+            frame = nib.load(str(case.image)).slicer[..., case.frame]
+            nib.save(frame, str(folder / f"{case.case_id}.nii.gz"))
+            if case.label is not None:
+                label = load_label(case.label, frame=case.frame, lut=case.label_lut)
+                header = frame.header.copy()
+                header.set_data_dtype(np.uint8)
+                nib.save(nib.Nifti1Image(label.array.astype(np.uint8), frame.affine, header), str(folder / f"{case.case_id}_gt.nii.gz"))
+            rows.append(f"{case.case_id},{case.domain},{subjects[case.group].centre},{split}")
+            written.append(folder / f"{case.case_id}.nii.gz")
+    write_text_atomic("\n".join(rows) + "\n", out_dir / "domains.csv")
+    return written
