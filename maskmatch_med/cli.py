@@ -102,6 +102,9 @@ def check_data(
     loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=config.method.name != "supervised")
     for name, cases in splits.items():
         typer.echo(f"{name:>10}: {len(cases)} case{'s' if len(cases) != 1 else ''}")
+    for domain, role in splits.domain_roles.items():  # domain adaptation: what each domain contributes
+        counts = ", ".join(f"{sum(c.domain == domain for c in cases)} {name}" for name, cases in splits.items())
+        typer.echo(f"domain {domain} ({role}): {counts}")
     require_clean(problems)
     typer.echo(f"all {sum(len(c) for _, c in splits.items())} cases readable and consistent")
 

@@ -4,6 +4,7 @@ the M&Ms reader on a fake tree in the real layout, and da_demo.yaml through the 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -77,6 +78,32 @@ def test_domain_splits_take_labeled_and_unlabeled_from_their_sources(two_styles)
     # num_labeled applies to the labeled source's order.
     limited = resolve_splits(Recipe.model_validate({"data": da_sections(two_styles, num_labeled=1)}).data)
     assert groups(limited.labeled) == ["patient003"] and groups(limited.unlabeled) == groups(splits.unlabeled)
+
+
+def test_datalist_target_is_unlabeled_with_its_own_domain(two_styles, tmp_path):
+    content = {
+        "training": [{"image": "patient033/patient033_frame01.nii.gz", "label": "patient033/patient033_frame01_gt.nii.gz"}],
+        "unlabeled": [{"image": "patient034/patient034_frame01.nii.gz"}],
+        "validation": [{"image": "patient032/patient032_frame01.nii.gz", "label": "patient032/patient032_frame01_gt.nii.gz"}],
+    }
+    datalist = two_styles / "C" / "target.json"
+    datalist.write_text(json.dumps(content))
+    sections = da_sections(two_styles)
+    sections["unlabeled"] = {"layout": "datalist", "datalist": str(datalist), "domain": "scannerC"}
+    splits = resolve_splits(Recipe.model_validate({"data": sections}).data)
+    assert [(c.case_id, c.label, c.domain) for c in splits.unlabeled] == [
+        ("patient033_frame01", None, "scannerC"), ("patient034_frame01", None, "scannerC")]
+    assert [c.domain for c in splits.validation] == ["source", "source", "scannerC"]
+    assert splits.domain_roles == {"source": "source", "scannerC": "target"}
+
+
+def test_check_data_lists_each_domain(two_styles, run_cli):
+    sets = [f"data.labeled.root={two_styles / 'A'}", f"data.labeled.manifest={two_styles / 'mA'}",
+            f"data.unlabeled.root={two_styles / 'C'}", f"data.unlabeled.manifest={two_styles / 'mC'}"]
+    code, out, err = run_cli("check-data", REPO / "recipes" / "da_demo.yaml", *[a for s in sets for a in ("--set", s)])
+    assert code == 0, err
+    assert "domain source (source): 6 labeled, 0 unlabeled, 2 validation, 2 test" in out
+    assert "domain target (target): 0 labeled, 6 unlabeled, 2 validation, 2 test" in out
 
 
 def test_domain_split_errors_name_the_key(two_styles):
