@@ -38,11 +38,11 @@ def machine() -> dict:
     }
 
 
-def save(name: str, table_md: str, data: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def save(name: str, table_md: str, data: dict, results: Path = RESULTS) -> None:
+    results.mkdir(parents=True, exist_ok=True)
     info = machine()
     header = f"# {name}\n\nMeasured {info['date']} at commit {info['commit']}; torch {info['torch']}, {info['cores']} threads, " \
              f"{'GPU ' + info['cuda'] if info['cuda'] else 'CPU only'}.\n\n"
-    (RESULTS / f"{name}.md").write_text(header + table_md + "\n")
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, **data}, indent=2) + "\n")
+    (results / f"{name}.md").write_text(header + table_md + "\n")
+    (results / f"{name}.json").write_text(json.dumps({"machine": info, **data}, indent=2) + "\n")
     print(header + table_md)

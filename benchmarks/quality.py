@@ -9,6 +9,11 @@ interrupted benchmark resumes where it stopped; the tables are rebuilt from thos
     .venv/bin/python benchmarks/quality.py                   # run what is missing, then tabulate
     .venv/bin/python benchmarks/quality.py --only main       # the method comparison only
     .venv/bin/python benchmarks/quality.py --tabulate        # tables from the finished runs
+    .venv/bin/python benchmarks/quality.py --task da         # domain adaptation: style A labeled -> style C
+
+`--task da` compares source-only (supervised), FixMatch and MaskMatch when the labeled patients are
+phantom style A and the unlabeled ones style C (other patients): checkpoint chosen on the target's
+validation Dice, scored on the test patients of both styles; results in quality_da.md.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 from common import REPO, RESULTS, machine, save
 
 from maskmatch_med.config import load_recipe
+from maskmatch_med.data.domains import domain_table
+from maskmatch_med.data.splits import resolve_splits
 from maskmatch_med.engine.evaluate import evaluate_folders
 from maskmatch_med.engine.predictor import run_prediction
 from maskmatch_med.engine.trainer import Trainer
@@ -35,6 +42,9 @@ PATIENTS = 40
 VALIDATION = [3, 9, 15, 22, 28, 35]
 TEST = [1, 6, 11, 13, 18, 20, 25, 31, 33, 38]
 LABELED_ORDER = [40, 17, 8, 26, 4, 30, 12]
+# Domain adaptation target: the same split positions, patients numbered 41..80, scanner style C.
+DA_TARGET = REPO / "benchmarks" / ".cache" / "phantom40_style_c"
+DA_STYLE = "C"
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,15 @@ def plan() -> list[Row]:
     return rows
 
 
+def da_plan() -> list[Row]:
+    """Every source training patient labeled, every target training patient unlabeled."""
+    return [
+        Row("da", "source-only (supervised)", "all", ("method.name=supervised",)),
+        Row("da", "fixmatch", "all", ("method.name=fixmatch",)),
+        Row("da", "maskmatch (fixmatch base)", "all", ("method.name=maskmatch", "method.base=fixmatch")),
+    ]
+
+
 def run_key(row: Row, seed: int, iterations: int) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in row.name.lower()).strip("-")
     return f"{row.group}__{slug}__l{row.labeled}__s{seed}__it{iterations}"
@@ -85,6 +104,55 @@ def ensure_data() -> tuple[Path, Path]:
     for name, ids in (("val.txt", VALIDATION), ("test.txt", TEST), ("labeled_order.txt", LABELED_ORDER)):
         (manifest / name).write_text("".join(f"patient{i:03d}\n" for i in ids))
     return DATA, manifest
+
+
+def ensure_da_data() -> list[str]:
+    """Source (the phantom above, style A) and target (style C, patients 41..80) as recipe overrides."""
+    source, source_manifest = ensure_data()
+    target_manifest = DA_TARGET.parent / "phantom40_style_c_manifest"
+    if not (DA_TARGET / f"patient{2 * PATIENTS:03d}").is_dir():
+        from maskmatch_med.data.phantom import write_acdc_phantom
+
+        write_acdc_phantom(DA_TARGET, patients=PATIENTS, seed=2024, style=DA_STYLE, first=PATIENTS + 1)
+    target_manifest.mkdir(parents=True, exist_ok=True)
+    for name, ids in (("val.txt", VALIDATION), ("test.txt", TEST)):
+        (target_manifest / name).write_text("".join(f"patient{i + PATIENTS:03d}\n" for i in ids))
+    return [
+        f"data.labeled.root={source}", f"data.labeled.manifest={source_manifest}",
+        f"data.unlabeled.root={DA_TARGET}", f"data.unlabeled.manifest={target_manifest}",
+    ]
+
+
+def run_one_da(row: Row, seed: int, iterations: int, sources: list[str]) -> dict:
+    """Train on da_demo.yaml with the benchmark's sources; score the test patients of both domains."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        overrides = [
+            *sources, f"data.labeled.num_labeled={row.labeled}", f"train.iterations={iterations}",
+            f"train.val_every={max(1, iterations // 6)}", f"train.seed={seed}", f"output_dir={work}/run", *row.overrides,
+        ]
+        recipe = load_recipe(REPO / "recipes" / "da_demo.yaml", overrides)
+        result = Trainer(recipe, progress=False).run()
+        splits = resolve_splits(recipe.data)
+        patients = sorted({c.image.parent for c in splits.test})
+        run_prediction(result.best_checkpoint, patients, Path(work) / "pred", scales=(1.0,), device="auto")
+        # Ground truth of exactly the test cases (the two phantoms live in different folders).
+        gt = Path(work) / "gt"
+        gt.mkdir()
+        for case in splits.test:
+            (gt / case.label.name).symlink_to(case.label)
+        domains = {entry["case"]: entry["domain"] for entry in domain_table(splits)}
+        report = evaluate_folders(Path(work) / "pred", gt, class_names=list(recipe.data.class_names), domains=domains, require_all=True)
+    return {
+        "row": row.name, "group": row.group, "labeled": row.labeled, "seed": seed, "iterations": iterations,
+        "overrides": list(row.overrides), "score_key": result.score_key, "best_val_dice": result.best_score,
+        "best_iteration": result.best_iteration,
+        "test": {
+            domain: {cls: {m: summary[cls][m]["mean"] for m in ("dice", "hd95_mm")} for cls in [*report.class_names, "mean"]}
+            for domain, summary in report.by_domain.items()
+        },
+        "seconds": time.perf_counter() - started, "commit": machine()["commit"],
+    }
 
 
 def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) -> dict:
@@ -116,14 +184,14 @@ def fmt(values: list[float], digits: int, scale: float = 1.0) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
 
 
-def tabulate(rows: list[Row], seeds: list[int], iterations: int) -> tuple[str, dict]:
+def tabulate(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Path = RUNS) -> tuple[str, dict]:
     lines = [
         "| group | row | labeled | seeds | test Dice mean (%) | RV | Myo | LV | HD95 mean (mm) | val Dice (%) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     summary, wall = [], 0.0
     for row in rows:
-        runs = [json.loads(p.read_text()) for s in seeds if (p := RUNS / f"{run_key(row, s, iterations)}.json").is_file()]
+        runs = [json.loads(p.read_text()) for s in seeds if (p := runs_dir / f"{run_key(row, s, iterations)}.json").is_file()]
         if not runs:
             continue
         wall += sum(r["seconds"] for r in runs)
@@ -142,6 +210,35 @@ def tabulate(rows: list[Row], seeds: list[int], iterations: int) -> tuple[str, d
     return text, {"rows": summary, "wall_seconds": wall}
 
 
+def tabulate_da(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Path = RUNS) -> tuple[str, dict]:
+    lines = [
+        "| method | seeds | target test Dice mean (%) | RV | Myo | LV | target HD95 mean (mm) | source test Dice mean (%) | target val Dice (%) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    summary, wall = [], 0.0
+    for row in rows:
+        runs = [json.loads(p.read_text()) for s in seeds if (p := runs_dir / f"{run_key(row, s, iterations)}.json").is_file()]
+        if not runs:
+            continue
+        wall += sum(r["seconds"] for r in runs)
+        test = lambda domain, cls, m: [r["test"][domain][cls][m] for r in runs]
+        cells = [fmt(test("target", cls, "dice"), 1, 100) for cls in ("mean", "RV", "Myo", "LV")]
+        lines.append(
+            f"| {row.name} | {len(runs)} | " + " | ".join(cells) + f" | {fmt(test('target', 'mean', 'hd95_mm'), 1)}"
+            + f" | {fmt(test('source', 'mean', 'dice'), 1, 100)} | {fmt([r['best_val_dice'] for r in runs], 1, 100)} |"
+        )
+        summary.append({"row": row.name, "group": row.group, "seeds": [r["seed"] for r in runs], "runs": runs})
+    text = "\n".join(lines) + (
+        f"\n\nDomain adaptation on the phantom: source = the {PATIENTS}-patient style-A phantom above (seed 2024), all 24 "
+        f"training patients labeled; target = {PATIENTS} other patients (41..80) in style {DA_STYLE} (coarse slices, weak "
+        f"blood-myocardium contrast, noise), 24 unlabeled, 6 validation, 10 test. recipes/da_demo.yaml (128x128 slices, small "
+        f"MONAI UNet, AdamW), {iterations} iterations per run; the checkpoint is chosen on the target validation Dice for "
+        f"every method, scored on the 10 test patients of each domain. mean ± std over seeds. "
+        f"Total training+evaluation time of the runs shown: {wall / 3600:.1f} h."
+    )
+    return text, {"rows": summary, "wall_seconds": wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=1000)
@@ -150,26 +247,39 @@ def main() -> None:
     parser.add_argument("--match", default="", help="only rows whose name contains this text")
     parser.add_argument("--list", action="store_true", help="print the plan and what is done")
     parser.add_argument("--tabulate", action="store_true", help="only rebuild the tables")
+    parser.add_argument("--task", choices=["ssl", "da"], default="ssl", help="semi-supervised (default) or domain adaptation")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the tables and quality_runs/ (smoke tests)")
     args = parser.parse_args()
 
-    rows = [r for r in plan() if args.only in (None, r.group) and args.match in r.name]
+    runs_dir = args.results / "quality_runs"
+    rows = [r for r in (da_plan() if args.task == "da" else plan()) if args.only in (None, r.group) and args.match in r.name]
     # Seed by seed, so an interrupted benchmark has every row for the first seeds.
-    todo = [(r, s) for s in args.seeds for r in rows if not (RUNS / f"{run_key(r, s, args.iterations)}.json").is_file()]
+    todo = [(r, s) for s in args.seeds for r in rows if not (runs_dir / f"{run_key(r, s, args.iterations)}.json").is_file()]
     if args.list:
         for row in rows:
-            done = sum((RUNS / f"{run_key(row, s, args.iterations)}.json").is_file() for s in args.seeds)
+            done = sum((runs_dir / f"{run_key(row, s, args.iterations)}.json").is_file() for s in args.seeds)
             print(f"{row.group:9} {row.name:38} labeled={row.labeled!s:4} {done}/{len(args.seeds)} seeds done")
         return
     if not args.tabulate:
-        data, manifest = ensure_data()
-        RUNS.mkdir(parents=True, exist_ok=True)
+        if args.task == "da":
+            sources = ensure_da_data()
+            run = lambda row, seed: run_one_da(row, seed, args.iterations, sources)
+        else:
+            data, manifest = ensure_data()
+            run = lambda row, seed: run_one(row, seed, args.iterations, data, manifest)
+        runs_dir.mkdir(parents=True, exist_ok=True)
         for index, (row, seed) in enumerate(todo, 1):
             print(f"[{index}/{len(todo)}] {row.name}, labeled {row.labeled}, seed {seed}", flush=True)
-            record = run_one(row, seed, args.iterations, data, manifest)
-            (RUNS / f"{run_key(row, seed, args.iterations)}.json").write_text(json.dumps(record, indent=2) + "\n")
-            print(f"    test Dice {record['test']['mean']['dice']:.4f}, {record['seconds'] / 60:.1f} min", flush=True)
-    table, data = tabulate(rows, args.seeds, args.iterations)
-    save("quality", table, {"iterations": args.iterations, **data})
+            record = run(row, seed)
+            (runs_dir / f"{run_key(row, seed, args.iterations)}.json").write_text(json.dumps(record, indent=2) + "\n")
+            scores = record["test"]["target"] if args.task == "da" else record["test"]
+            print(f"    {'target ' if args.task == 'da' else ''}test Dice {scores['mean']['dice']:.4f}, {record['seconds'] / 60:.1f} min", flush=True)
+    if args.task == "da":
+        table, data = tabulate_da(rows, args.seeds, args.iterations, runs_dir)
+        save("quality_da", table, {"iterations": args.iterations, **data}, args.results)
+    else:
+        table, data = tabulate(rows, args.seeds, args.iterations, runs_dir)
+        save("quality", table, {"iterations": args.iterations, **data}, args.results)
 
 
 if __name__ == "__main__":

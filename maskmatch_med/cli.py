@@ -49,13 +49,14 @@ def synth(
             "noisy, D: interpolated large-scale). Same seed: same anatomy in every style.",
         ),
     ] = "A",
+    first: Annotated[int, typer.Option("--first", help="Number of the first patient (patients of another phantom, other case names).")] = 1,
 ) -> None:
     """Write a synthetic cardiac MRI phantom in the real ACDC layout."""
     if dataset != "acdc":
         raise UserError(f"synth: unknown dataset {dataset!r} (available: acdc)")
     from maskmatch_med.data.phantom import write_acdc_phantom
 
-    written = write_acdc_phantom(out, patients=patients, seed=seed, style=style)
+    written = write_acdc_phantom(out, patients=patients, seed=seed, style=style, first=first)
     suffix = "" if style.strip().upper() == "A" else f" (style {style.strip().upper()})"
     typer.echo(f"wrote {len(written)} patients to {out}{suffix}")
 
@@ -101,6 +102,9 @@ def check_data(
     loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=config.method.name != "supervised")
     for name, cases in splits.items():
         typer.echo(f"{name:>10}: {len(cases)} case{'s' if len(cases) != 1 else ''}")
+    for domain, role in splits.domain_roles.items():  # domain adaptation: what each domain contributes
+        counts = ", ".join(f"{sum(c.domain == domain for c in cases)} {name}" for name, cases in splits.items())
+        typer.echo(f"domain {domain} ({role}): {counts}")
     require_clean(problems)
     typer.echo(f"all {sum(len(c) for _, c in splits.items())} cases readable and consistent")
 
@@ -133,19 +137,47 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", help="CSV report: per case and class, and means.")] = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated foreground names (default: the predictions' labels.json).")] = None,
     require_all: Annotated[bool, typer.Option("--require-all", help="Fail if a ground-truth case under --gt has no prediction.")] = False,
+    domains: Annotated[
+        Optional[Path],
+        typer.Option("--domains", help="Report per domain: a CSV with case,domain columns, or a domain-adaptation recipe / run directory."),
+    ] = None,
 ) -> None:
     """Dice, Jaccard, HD95 and ASD (mm and voxels) per case and class."""
     from maskmatch_med.engine.evaluate import evaluate_folders, format_summary_table
 
     names = [n.strip() for n in class_names.split(",")] if class_names else None
-    report = evaluate_folders(pred, gt, output_csv=output, class_names=names, require_all=require_all)
+    domain_map = None
+    if domains is not None:
+        from maskmatch_med.data.domains import load_domain_map
+
+        domain_map = load_domain_map(domains)
+    report = evaluate_folders(pred, gt, output_csv=output, class_names=names, require_all=require_all, domains=domain_map)
     typer.echo(f"{len(report.cases)} cases evaluated" + (
         f"; {len(report.unpredicted)} other ground-truth cases under {gt} were not predicted and are not scored"
         " (expected when --gt is a dataset root; --require-all makes it an error)" if report.unpredicted else ""
     ))
     typer.echo(format_summary_table(report))
+    if report.by_domain:
+        from maskmatch_med.engine.evaluate import format_domain_table
+
+        typer.echo("\n" + format_domain_table(report))
     if output:
         typer.echo(f"report written to {output}")
+
+
+@app.command("export-frames")
+def export_frames(
+    root: Annotated[Path, typer.Option("--root", help="M&Ms root (Training/, Validation/, Testing/ or <code>/ folders).")],
+    csv_path: Annotated[Path, typer.Option("--csv", help="The M&Ms information CSV (External code, Vendor, Centre, ED, ES).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the 3D frames and domains.csv.")],
+    vendors: Annotated[Optional[str], typer.Option(help="Comma-separated vendors to keep, e.g. C,D (default: all).")] = None,
+) -> None:
+    """Write the ED and ES frames of M&Ms 4D scans as 3D NIfTI files (labels in ACDC's order) for predict and evaluate."""
+    from maskmatch_med.data.mnms import export_mnms_frames
+
+    keep = [v.strip() for v in vendors.split(",") if v.strip()] if vendors else None
+    written = export_mnms_frames(root, csv_path, out, keep)
+    typer.echo(f"wrote {len(written)} frames to {out}; case domains in {out / 'domains.csv'}")
 
 
 @app.command()

@@ -24,6 +24,46 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class DomainSourceConfig(Section):
+    """One source of a domain-adaptation recipe (`data.labeled` or `data.unlabeled`): a layout and where
+    it lives, and the domain its cases belong to (M&Ms: each case's vendor unless `domain` is set)."""
+
+    layout: Literal["acdc", "datalist", "mnms"] = "acdc"
+    root: Path | None = Field(None, description="dataset root (layouts acdc and mnms)")
+    datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
+    manifest: Path | None = Field(None, description="acdc: dir with val.txt, test.txt (and labeled_order.txt for data.labeled)")
+    num_labeled: int | Literal["all"] = Field("all", description="acdc, data.labeled only: first N of labeled_order.txt")
+    csv: Path | None = Field(None, description="mnms: the dataset information CSV (External code, Vendor, Centre, ED, ES)")
+    vendors: list[str] | None = Field(None, description="mnms: keep only these vendors (default: all)")
+    domain: str | None = Field(None, description="domain name of these cases (default: source / target; mnms: the vendor)")
+
+    @field_validator("num_labeled")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be >= 1 or 'all'")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "/" in value or "," in value):
+            raise ValueError("a domain name must be non-empty, without '/' or ','")
+        return value
+
+    @model_validator(mode="after")
+    def _where(self) -> DomainSourceConfig:
+        if self.layout in ("acdc", "mnms") and self.root is None:
+            raise ValueError(f"root is required for layout '{self.layout}'")
+        if self.layout == "acdc" and self.manifest is None:
+            raise ValueError("manifest is required for layout 'acdc'")
+        if self.layout == "datalist" and self.datalist is None:
+            raise ValueError("datalist is required for layout 'datalist'")
+        if self.layout == "mnms" and self.csv is None:
+            raise ValueError("csv is required for layout 'mnms' (the dataset information CSV with vendor, ED and ES)")
+        return self
+
+
 class DataConfig(Section):
     layout: Literal["acdc", "datalist"] = "acdc"
     root: Path | None = Field(None, description="dataset root (layout acdc)")
@@ -33,6 +73,10 @@ class DataConfig(Section):
     num_classes: int = Field(4, ge=2)
     class_names: list[str] = Field(default_factory=lambda: ["RV", "Myo", "LV"], description="foreground classes 1..C-1")
     input_size: tuple[int, int] = Field((256, 256), description="slices are resized to this size for the 2D network")
+    # Domain adaptation: labeled and unlabeled cases from different sources (data/domains.py);
+    # when set, they replace layout/root/datalist/manifest/num_labeled.
+    labeled: DomainSourceConfig | None = Field(None, description="source domain: labeled training, validation and test cases")
+    unlabeled: DomainSourceConfig | None = Field(None, description="target domain: unlabeled training, validation and test cases")
 
     @field_validator("num_labeled")
     @classmethod
@@ -50,7 +94,13 @@ class DataConfig(Section):
             )
         if any(s < 16 for s in self.input_size):
             raise ValueError("input_size must be at least 16x16")
+        if (self.labeled is None) != (self.unlabeled is None):
+            raise ValueError("domain adaptation needs both data.labeled and data.unlabeled")
         return self
+
+    @property
+    def domain_adaptation(self) -> bool:
+        return self.labeled is not None
 
 
 class ModelConfig(Section):
@@ -169,6 +219,8 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _data_source(self) -> Recipe:
+        if self.data.domain_adaptation:
+            return self  # the sources carry their own locations
         if self.data.layout == "acdc" and self.data.root is None:
             raise ValueError("data.root is required for layout 'acdc'")
         if self.data.layout == "datalist" and self.data.datalist is None:

@@ -12,6 +12,9 @@ class Case:
     image: Path
     label: Path | None = None
     group: str = ""  # patient (ACDC) or subject, so both frames of a patient stay in one split
+    domain: str = ""  # site / vendor / style the case comes from (domain adaptation); "" = single-source
+    frame: int | None = None  # time index when image and label are 4D (x, y, z, t) files (M&Ms)
+    label_lut: tuple[int, ...] | None = None  # stored label value v -> label_lut[v] (M&Ms -> ACDC class order)
 
 
 @dataclass
@@ -22,6 +25,8 @@ class Splits:
     unlabeled: list[Case] = field(default_factory=list)
     validation: list[Case] = field(default_factory=list)
     test: list[Case] = field(default_factory=list)
+    # Domain adaptation: "source" or "target" for every domain name the cases carry; empty otherwise.
+    domain_roles: dict[str, str] = field(default_factory=dict)
 
     def items(self) -> list[tuple[str, list[Case]]]:
         return [("labeled", self.labeled), ("unlabeled", self.unlabeled), ("validation", self.validation), ("test", self.test)]

@@ -24,13 +24,13 @@ class LoadedCase:
 
 def _check_case(case: Case, num_classes: int) -> tuple[LoadedCase | None, list[str]]:
     try:
-        image = load_volume(case.image)
+        image = load_volume(case.image, frame=case.frame)
     except UserError as error:
         return None, [str(error)]
     if case.label is None:
         return LoadedCase(case, image, None), []
     try:
-        label = load_label(case.label)
+        label = load_label(case.label, frame=case.frame, lut=case.label_lut)
     except UserError as error:
         return None, [str(error)]
     problems = []

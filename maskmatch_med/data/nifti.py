@@ -44,6 +44,19 @@ def _open(path: Path) -> nib.spatialimages.SpatialImage:
         raise UserError(f"{path}: cannot read as a NIfTI image ({_one_line(exc)})") from None
 
 
+def _frame_of(path: Path, img, frame: int):
+    """The 3D volume at time index `frame` of a 4D (x, y, z, t) image, as a nibabel image."""
+    shape = tuple(int(d) for d in img.shape)
+    if len(shape) != 4:
+        raise UserError(f"{path}: expected a 4D (x, y, z, t) image to take time frame {frame} from, got shape {shape}")
+    if not 0 <= frame < shape[3]:
+        raise UserError(f"{path}: time frame {frame} out of range, the image has {shape[3]} frames (0..{shape[3] - 1})")
+    try:
+        return img.slicer[..., frame]
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read time frame {frame} ({_one_line(exc)})") from None
+
+
 def _check_3d(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The 3D shape to use for an image stored with `shape`, or a UserError.
 
@@ -85,14 +98,17 @@ def _spacing(img) -> tuple[float, float, float]:
     return spacing  # type: ignore[return-value]
 
 
-def load_volume(path: Path, dtype=np.float32) -> Volume:
-    """Load a 3D NIfTI image as `dtype` (float32 by default), in stored voxel order.
+def load_volume(path: Path, dtype=np.float32, frame: int | None = None) -> Volume:
+    """Load a 3D NIfTI image as `dtype` (float32 by default), in stored voxel order; with `frame`, the
+    3D volume at that time index of a 4D file.
 
     Raises UserError (naming the file) for a missing, unreadable or corrupt file, an image that is not
     3D (a 4D file with a single volume is accepted), and non-finite intensities.
     """
     path = Path(path)
     img = _open(path)
+    if frame is not None:
+        img = _frame_of(path, img, frame)
     shape = _check_3d(path, img.shape)
     data = _read(path, img, dtype).reshape(shape)
     if np.issubdtype(data.dtype, np.floating):
@@ -112,13 +128,16 @@ def _smallest_int_dtype(lo: int, hi: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def load_label(path: Path) -> Volume:
-    """Load a 3D NIfTI label map as integers (stored integer type kept; floats converted).
+def load_label(path: Path, frame: int | None = None, lut: tuple[int, ...] | None = None) -> Volume:
+    """Load a 3D NIfTI label map as integers (stored integer type kept; floats converted); `frame` as
+    for `load_volume`; `lut` maps stored value v to lut[v] (a dataset's class order to ours).
 
     Raises UserError (naming the file) as `load_volume` does, and for non-integral or negative labels.
     """
     path = Path(path)
     img = _open(path)
+    if frame is not None:
+        img = _frame_of(path, img, frame)
     shape = _check_3d(path, img.shape)
     data = _read(path, img, np.int64).reshape(shape)  # raw stored values (scaling applied if any)
     if np.issubdtype(data.dtype, np.floating):
@@ -133,6 +152,11 @@ def load_label(path: Path) -> Volume:
     if not np.issubdtype(data.dtype, np.integer):
         hi = int(data.max()) if data.size else 0
         data = data.astype(_smallest_int_dtype(0, hi))
+    if lut is not None:
+        hi = int(data.max()) if data.size else 0
+        if hi >= len(lut):
+            raise UserError(f"{path}: label value {hi} has no mapping (expected 0..{len(lut) - 1})")
+        data = np.asarray(lut, dtype=data.dtype)[data]
     return Volume(array=data, affine=np.asarray(img.affine, dtype=np.float64), spacing=_spacing(img), path=path)
 
 

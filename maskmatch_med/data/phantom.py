@@ -1074,8 +1074,10 @@ def _write_patient(out_dir: Path, patient_index: int, seed: int, style: str = "A
     return patient_dir
 
 
-def write_acdc_phantom(out_dir: Path, patients: int = 100, seed: int = 0, style: str = "A") -> list[Path]:
-    """Write patient001..patientNNN under out_dir; return the patient directories.
+def write_acdc_phantom(out_dir: Path, patients: int = 100, seed: int = 0, style: str = "A", first: int = 1) -> list[Path]:
+    """Write `patients` patients numbered from `first` (default patient001..patientNNN) under out_dir;
+    return the patient directories. A `first` past another phantom's last patient gives a phantom of
+    other patients and other case names (a domain-adaptation target beside a source).
 
     Each patient depends only on (seed, its number, style): the same arguments give byte-identical
     files, and patient k is the same whether 10 or 100 patients are written. The anatomy (and so
@@ -1085,15 +1087,18 @@ def write_acdc_phantom(out_dir: Path, patients: int = 100, seed: int = 0, style:
     """
     if isinstance(patients, bool) or not isinstance(patients, (int, np.integer)) or patients < 1:
         raise UserError(f"--patients: expected a positive integer, got {patients!r}")
-    if patients > 999:
-        raise UserError(f"--patients: at most 999 (patientNNN has three digits), got {patients}")
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 1:
+        raise UserError(f"--first: expected a positive integer, got {first!r}")
+    if first + patients - 1 > 999:
+        raise UserError(f"--patients/--first: patient numbers up to 999 (patientNNN has three digits), got {first + patients - 1}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"--seed: expected a non-negative integer, got {seed!r}")
     if not isinstance(style, str) or style.strip().upper() not in STYLES:
         raise UserError(f"--style: expected one of {', '.join(STYLES)}, got {style!r}")
     style = style.strip().upper()
     out_dir = Path(out_dir)
-    for k in range(1, int(patients) + 1):
+    numbers = range(int(first), int(first) + int(patients))
+    for k in numbers:
         _check_overwritable(out_dir / f"patient{k:03d}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [_write_patient(out_dir, k, int(seed), style) for k in range(1, int(patients) + 1)]
+    return [_write_patient(out_dir, k, int(seed), style) for k in numbers]

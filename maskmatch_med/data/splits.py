@@ -9,6 +9,10 @@ from maskmatch_med.data.datalist import datalist_splits
 
 
 def resolve_splits(data: DataConfig) -> Splits:
+    if data.domain_adaptation:
+        from maskmatch_med.data.domains import domain_splits
+
+        return domain_splits(data)
     if data.layout == "acdc":
         return acdc_splits(data.root, data.manifest, data.num_labeled)
     return datalist_splits(data.datalist)

@@ -41,6 +41,7 @@ __all__ = [
     "MEAN_ROW",
     "EvaluationReport",
     "evaluate_folders",
+    "format_domain_table",
     "format_summary_table",
     "write_report_csv",
 ]
@@ -69,6 +70,8 @@ class EvaluationReport:
     cases: list[str] = field(default_factory=list)
     output_csv: Path | None = None
     unpredicted: list[str] = field(default_factory=list)  # ground-truth cases without a prediction
+    domains: dict[str, str] = field(default_factory=dict)  # case -> domain, when evaluated per domain
+    by_domain: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)  # domain -> summary
 
     def mean(self, metric: str = "dice", cls: str = MEAN_ROW) -> float | None:
         """The summary mean of ``metric`` for class ``cls`` (default: the class average), None if undefined."""
@@ -274,14 +277,31 @@ def write_report_csv(report: EvaluationReport, output_csv: Path) -> Path:
     """Write the per-case rows plus ``MEAN`` rows (per class and ``mean``) to ``output_csv`` atomically."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    if report.domains:
+        _write_domain_rows(report, writer)
+        return _write_csv_text(buf.getvalue(), output_csv)
     writer.writerow(CSV_COLUMNS)
     for r in report.per_case:
         writer.writerow([r["case"], r["class"], *(_csv_value(r[m]) for m in CLASS_METRICS)])
     for name in [*report.class_names, MEAN_ROW]:
         writer.writerow(["MEAN", name, *(_csv_value(report.summary[name][m]["mean"]) for m in CLASS_METRICS)])
+    return _write_csv_text(buf.getvalue(), output_csv)
+
+
+def _write_domain_rows(report: EvaluationReport, writer) -> None:
+    """The per-domain CSV: a `domain` column after `case`; MEAN rows for all cases ("all"), then per domain."""
+    writer.writerow(("case", "domain", *CSV_COLUMNS[1:]))
+    for r in report.per_case:
+        writer.writerow([r["case"], report.domains[r["case"]], r["class"], *(_csv_value(r[m]) for m in CLASS_METRICS)])
+    for domain, summary in [("all", report.summary), *report.by_domain.items()]:
+        for name in [*report.class_names, MEAN_ROW]:
+            writer.writerow(["MEAN", domain, name, *(_csv_value(summary[name][m]["mean"]) for m in CLASS_METRICS)])
+
+
+def _write_csv_text(text: str, output_csv: Path) -> Path:
     output_csv = Path(output_csv)
     try:
-        write_text_atomic(buf.getvalue(), output_csv)
+        write_text_atomic(text, output_csv)
     except OSError as exc:
         raise UserError(f"{output_csv}: cannot write here ({exc.strerror or exc})") from None
     return output_csv
@@ -291,6 +311,24 @@ def _fmt(stats: dict[str, Any], digits: int) -> str:
     if stats["mean"] is None:
         return "n/a"
     return f"{stats['mean']:.{digits}f} +/- {stats['std']:.{digits}f}"
+
+
+def format_domain_table(report: EvaluationReport) -> str:
+    """One row per domain (then all cases): case count, Dice per class and mean, HD95 and ASD in mm."""
+    headers = ["domain", "cases", *(f"Dice {n}" for n in report.class_names), "Dice mean", "HD95 (mm)", "ASD (mm)"]
+    counts = {d: sum(1 for c in report.cases if report.domains[c] == d) for d in report.by_domain}
+    rows = []
+    for domain, summary in [*report.by_domain.items(), ("all", report.summary)]:
+        dice = [summary[n]["dice"] for n in [*report.class_names, MEAN_ROW]]
+        rows.append([
+            domain, str(counts.get(domain, len(report.cases))), *(_fmt(d, 4) for d in dice),
+            _fmt(summary[MEAN_ROW]["hd95_mm"], 2), _fmt(summary[MEAN_ROW]["asd_mm"], 2),
+        ])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    out = [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows[:-1])]
+    out += [line(["-" * w for w in widths]), line(rows[-1]), "per domain: mean +/- std over that domain's cases"]
+    return "\n".join(out)
 
 
 def format_summary_table(report: EvaluationReport) -> str:
@@ -337,6 +375,7 @@ def evaluate_folders(
     class_names: list[str] | None = None,
     num_classes: int | None = None,
     require_all: bool = False,
+    domains: dict[str, str] | None = None,
 ) -> EvaluationReport:
     """Evaluate every prediction in ``pred_dir`` against its ground truth under ``gt_dir``.
 
@@ -350,6 +389,8 @@ def evaluate_folders(
             largest label found in any prediction or ground truth, plus one.
         require_all: every ground-truth case under ``gt_dir`` must have a prediction; otherwise the
             cases without one are only listed in ``report.unpredicted``.
+        domains: case -> domain (site, vendor); every prediction needs one. The report then also
+            summarises each domain (``report.by_domain``) and the CSV gains a ``domain`` column.
 
     Raises:
         UserError: missing or ambiguous files, mismatched geometry, bad labels, unwritable output.
@@ -365,6 +406,10 @@ def evaluate_folders(
         raise UserError(f"num_classes: must be at least 2 (background + one class), got {num_classes}")
 
     preds = _list_predictions(pred_dir)
+    if domains is not None:
+        without = [case for case in preds if case not in domains]
+        if without:
+            raise UserError(f"--domains: no domain for {len(without)} prediction(s): " + _short_list(without))
     gts, unpredicted = _match(preds, gt_dir, pred_dir, require_all)
 
     if output_csv is not None:
@@ -444,6 +489,12 @@ def evaluate_folders(
         cases=cases,
         unpredicted=unpredicted,
     )
+    if domains is not None:
+        report.domains = {case: domains[case] for case in cases}
+        for domain in sorted(set(report.domains.values())):
+            members = [c for c in cases if report.domains[c] == domain]
+            rows = [r for r in per_case if report.domains[r["case"]] == domain]
+            report.by_domain[domain] = _summarise(rows, class_names, members)
     if output_csv is not None:
         report.output_csv = write_report_csv(report, output_csv)
     return report

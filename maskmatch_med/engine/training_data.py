@@ -64,5 +64,10 @@ def slice_training_data(recipe: Recipe, semi_supervised: bool, device: torch.dev
     size = tuple(recipe.data.input_size)
     labeled = build_slice_set(loaded["labeled"], size, with_labels=True).to(device)
     unlabeled = build_slice_set(loaded["unlabeled"], size, with_labels=False).to(device) if semi_supervised else None
-    validator = SliceVolumeValidator(loaded["validation"], recipe, device, size_divisor)
+    if splits.domain_roles:
+        from maskmatch_med.engine.validation import DomainSliceVolumeValidator
+
+        validator = DomainSliceVolumeValidator(loaded["validation"], recipe, device, size_divisor, splits.domain_roles)
+    else:
+        validator = SliceVolumeValidator(loaded["validation"], recipe, device, size_divisor)
     return TrainingData(labeled, unlabeled, validator, spatial_dims=2, in_channels=1, unit="slices")
