@@ -136,9 +136,9 @@ def load_pretrained(model: DeepLabV3Plus, path: Path) -> tuple[list[str], list[s
             f"model.pretrained: {path}: {len(wrong)} tensors have the wrong shape for {type(model).__name__}, "
             f"e.g. {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)} (another backbone?)"
         )
-    result = model.backbone.load_state_dict(state, strict=False)
-    if len(result.missing_keys) == len(own):
+    if not any(k in own for k in state):
         raise UserError(f"model.pretrained: {path}: no key matches a ResNet encoder (e.g. {next(iter(state), 'none')!r})")
+    result = model.backbone.load_state_dict(state, strict=False)
     # BatchNorm step counters are absent from older torchvision files and carry no weights.
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     return missing, list(result.unexpected_keys)
