@@ -346,7 +346,7 @@ def test_cityscapes_recipe_trains_through_cli(cityscapes, tmp_path):
     run = tmp_path / "run"
     code, out, err = cli("train", "recipes/cityscapes.yaml", "--set", f"data.root={cityscapes}", "--set", f"data.splits={tmp_path / 'splits'}",
                          "--set", "train.epochs=1", "--set", "method.name=unimatch", "--set", "method.ohem_min_kept=100",
-                         "--set", "data.eval_window=40", *[a for s in TINY for a in ("--set", s)], "--output", run, "--no-progress")
+                         "--set", "data.eval_window=48", *[a for s in TINY for a in ("--set", s)], "--output", run, "--no-progress")
     assert code == 0, err
     assert "unimatch: 2 labeled / 4 unlabeled images, 3 validation cases" in out
     rows = list(csv.DictReader(open(run / "train_log.csv")))
