@@ -371,6 +371,8 @@ def test_bad_input_is_one_line(voc, voc_splits, tmp_path):
     assert code == 2 and err.startswith(f"error: model.pretrained: {tmp_path / 'bad.pth'} is not a readable state dict") and err.count("\n") == 1
     code, _, err = cli("train", "recipes/voc.yaml", "--set", f"data.root={voc}", "--set", f"data.splits={tmp_path}", "--output", tmp_path / "r")
     assert code == 2 and err == f"error: {tmp_path / 'labeled.txt'}: split file not found\n"
+    code, _, err = cli("check-data", "recipes/voc.yaml", "--set", f"data.root={voc}")  # the recipe's default splits
+    assert code == 2 and err.startswith("error: data.splits: data_manifests/voc/92 is not a directory") and err.count("\n") == 1
     code, out, err = cli("check-data", "recipes/voc.yaml", "--set", f"data.root={voc}", "--set", f"data.splits={voc_splits}")
     assert code == 0, err
     assert "labeled 2, unlabeled 8, validation 2" in out

@@ -117,6 +117,11 @@ def resolve_natural_splits(data, semi_supervised: bool = True) -> Splits:
     directory, root = splits_dir(data), Path(data.root)
     if not root.is_dir():
         raise UserError(f"data.root: {root} is not a directory")
+    if not directory.is_dir():
+        raise UserError(
+            f"data.splits: {directory} is not a directory; point it at UniMatch's splits/<dataset>/<split> or write one with "
+            f"`maskmatch-med manifest {data.layout} --root {root} --labeled N --out {directory}`"
+        )
     splits = {"labeled": read_split_file(directory / SPLIT_FILES["labeled"], root, need_mask=True)}
     if semi_supervised:
         splits["unlabeled"] = read_split_file(directory / SPLIT_FILES["unlabeled"], root, need_mask=False)
