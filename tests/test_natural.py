@@ -61,6 +61,14 @@ def cityscapes(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def r50():
+    """One ResNet-50 DeepLabV3+ shared by the model tests (building one is the slow part on a CPU)."""
+    from maskmatch_med.networks.deeplabv3plus import DeepLabV3Plus
+
+    return DeepLabV3Plus(num_classes=5, backbone="resnet50")
+
+
+@pytest.fixture(scope="module")
 def voc_run(voc, voc_splits, tmp_path_factory) -> Path:
     """recipes/voc.yaml (MaskMatch) through the CLI: 2 iterations at a 33 px crop."""
     run = tmp_path_factory.mktemp("voc_run") / "run"
@@ -157,15 +165,18 @@ def test_manifest_is_reproducible_and_disjoint(voc, cityscapes, tmp_path):
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
-def test_deeplabv3plus_shapes(backbone):
+def test_deeplabv3plus_shapes(backbone, r50):
     from maskmatch_med.networks.deeplabv3plus import DeepLabV3Plus
 
-    model = DeepLabV3Plus(num_classes=5, backbone=backbone).eval()
+    model = (r50 if backbone == "resnet50" else DeepLabV3Plus(num_classes=5, backbone=backbone)).eval()
+    assert len(model.backbone.layer3) == {"resnet50": 6, "resnet101": 23}[backbone]
     taps = {}
-    model.high_level.register_forward_hook(lambda m, i, out: taps.update(c4=out.shape))
-    model.low_level.register_forward_hook(lambda m, i, out: taps.update(c1=out.shape))
+    hooks = [model.high_level.register_forward_hook(lambda m, i, out: taps.update(c4=out.shape)),
+             model.low_level.register_forward_hook(lambda m, i, out: taps.update(c1=out.shape))]
     with torch.no_grad():
         out = model(torch.randn(2, 3, 64, 48))
+    for hook in hooks:
+        hook.remove()
     assert out.shape == (2, 5, 64, 48)
     shapes = dict(taps)
     assert shapes["c4"] == (2, 2048, 4, 3)  # output stride 16 (layer4 dilated, not strided)
@@ -177,12 +188,12 @@ def test_deeplabv3plus_shapes(backbone):
     assert [branch[0].dilation for branch in model.aspp.branches[1:4]] == [(6, 6), (12, 12), (18, 18)]
 
 
-def test_pretrained_torchvision_state_dict(tmp_path, capsys):
+def test_pretrained_torchvision_state_dict(tmp_path, capsys, r50):
     from maskmatch_med.config import ModelConfig
     from maskmatch_med.models import build_model
-    from maskmatch_med.networks.deeplabv3plus import DeepLabV3Plus, load_pretrained
+    from maskmatch_med.networks.deeplabv3plus import load_pretrained
 
-    source = DeepLabV3Plus(num_classes=3, backbone="resnet50")
+    source = r50
     # torchvision's file: the same names, plus the ImageNet classifier, minus the BN step counters
     state = {k: v for k, v in source.backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
@@ -196,28 +207,27 @@ def test_pretrained_torchvision_state_dict(tmp_path, capsys):
             assert torch.equal(model.backbone.state_dict()[key], value), key
     partial = {k: v for k, v in state.items() if k != "layer4.2.bn3.bias"}
     torch.save({"state_dict": {f"module.{k}": v for k, v in partial.items()}}, tmp_path / "wrapped.pth")
-    assert load_pretrained(DeepLabV3Plus(3, "resnet50"), tmp_path / "wrapped.pth")[0] == ["layer4.2.bn3.bias"]
+    assert load_pretrained(r50, tmp_path / "wrapped.pth")[0] == ["layer4.2.bn3.bias"]
 
     wrong = dict(state, **{"conv1.weight": torch.zeros(64, 1, 7, 7)})  # a 1-channel stem
     torch.save(wrong, tmp_path / "gray.pth")
     with pytest.raises(UserError, match=r"model.pretrained: .*gray.pth: 1 tensors have the wrong shape .*conv1.weight"):
-        load_pretrained(DeepLabV3Plus(3, "resnet50"), tmp_path / "gray.pth")
+        load_pretrained(r50, tmp_path / "gray.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(UserError, match=r"model.pretrained: .*junk.pth is not a readable state dict"):
-        load_pretrained(DeepLabV3Plus(3, "resnet50"), tmp_path / "junk.pth")
+        load_pretrained(r50, tmp_path / "junk.pth")
     torch.save({"head.weight": torch.zeros(2)}, tmp_path / "foreign.pth")
     with pytest.raises(UserError, match=r"foreign.pth: no key matches a ResNet encoder"):
-        load_pretrained(DeepLabV3Plus(3, "resnet50"), tmp_path / "foreign.pth")
+        load_pretrained(r50, tmp_path / "foreign.pth")
 
 
-def test_head_lr_multiplier_and_perturbation_taps():
+def test_head_lr_multiplier_and_perturbation_taps(r50):
     from maskmatch_med.config import load_recipe
     from maskmatch_med.engine.trainer import build_optimizer, poly_lr
     from maskmatch_med.method.perturbation import encoder_blocks, perturbed_encoder
-    from maskmatch_med.networks.deeplabv3plus import DeepLabV3Plus
 
     recipe = load_recipe(Path("recipes/voc.yaml"))
-    model = DeepLabV3Plus(21, "resnet50")
+    model = r50
     groups = build_optimizer(recipe, model).param_groups
     assert [g["lr"] for g in groups] == [pytest.approx(0.001), pytest.approx(0.01)]
     assert sum(p.numel() for p in groups[0]["params"]) == sum(p.numel() for p in model.backbone.parameters())

@@ -68,7 +68,7 @@ def predict_image_files(
     """Each input IMAGE.jpg/.png -> OUTPUT/IMAGE.png, a palette PNG of class indices of the input's size."""
     output_dir = Path(output_dir)
     files = [f for given in inputs for f in image_files(given)]
-    _check_outputs(files, output_dir)
+    check_outputs(files, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     palette, written = palette_for(layout), []
     for path in files:
@@ -80,7 +80,7 @@ def predict_image_files(
     return written
 
 
-def _check_outputs(files: list[Path], output_dir: Path) -> None:
+def check_outputs(files: list[Path], output_dir: Path) -> None:
     """Outputs never land in an input's directory (a .png input would be overwritten) nor collide."""
     resolved_out, seen = output_dir.resolve(), {}
     for path in files:
