@@ -101,6 +101,20 @@ def test_split_file_parsing(tmp_path):
         read_split_file(tmp_path / "missing.txt", tmp_path, need_mask=True)
 
 
+def test_unimatch_layout_shares_val_txt_one_level_up(voc, voc_splits, tmp_path):
+    from maskmatch_med.config import load_recipe
+
+    # UniMatch: splits/pascal/val.txt beside splits/pascal/92/{labeled,unlabeled}.txt
+    (tmp_path / "pascal/92").mkdir(parents=True)
+    for name in ("labeled.txt", "unlabeled.txt"):
+        (tmp_path / "pascal/92" / name).write_text((voc_splits / name).read_text())
+    (tmp_path / "pascal/val.txt").write_text("JPEGImages/2009_000001.jpg SegmentationClass/2009_000001.png\n")
+    recipe = load_recipe(Path("recipes/voc.yaml"), [f"data.root={voc}", f"data.splits={tmp_path / 'pascal/92'}"])
+    splits = resolve_natural_splits(recipe.data)
+    assert [s.image.name for s in splits["validation"]] == ["2009_000001.jpg"]
+    assert splits["validation"][0].source == f"{tmp_path / 'pascal/val.txt'}:1"
+
+
 def test_split_problems_name_the_file(voc, voc_splits, tmp_path):
     from maskmatch_med.config import load_recipe
 

@@ -1,7 +1,8 @@
 """Natural-image datasets: Pascal VOC 2012 and Cityscapes trees, UniMatch-format split files.
 
-Split files (UniMatch's format, so its published splits work as they are): `labeled.txt`,
-`unlabeled.txt`, `val.txt` in one directory, one sample per line, `IMAGE MASK` as paths relative to
+Split files (UniMatch's format, so its published splits work as they are): `labeled.txt` and
+`unlabeled.txt` in one directory, `val.txt` there or in the directory above (where UniMatch keeps one
+for all its splits), one sample per line, `IMAGE MASK` as paths relative to
 the dataset root (the mask is optional in `unlabeled.txt`), e.g.
 
     JPEGImages/2007_000032.jpg SegmentationClass/2007_000032.png
@@ -125,8 +126,17 @@ def resolve_natural_splits(data, semi_supervised: bool = True) -> Splits:
     splits = {"labeled": read_split_file(directory / SPLIT_FILES["labeled"], root, need_mask=True)}
     if semi_supervised:
         splits["unlabeled"] = read_split_file(directory / SPLIT_FILES["unlabeled"], root, need_mask=False)
-    splits["validation"] = read_split_file(directory / SPLIT_FILES["validation"], root, need_mask=True)
+    splits["validation"] = read_split_file(validation_file(directory), root, need_mask=True)
     return splits
+
+
+def validation_file(directory: Path) -> Path:
+    """`val.txt` in the split directory or, as in UniMatch's splits/<dataset>/val.txt shared by all
+    its splits, in the directory above."""
+    own, shared = directory / SPLIT_FILES["validation"], directory.parent / SPLIT_FILES["validation"]
+    if own.is_file() or not shared.is_file():
+        return own
+    return shared
 
 
 def existing_mask(mask: Path) -> Path:
