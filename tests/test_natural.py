@@ -144,6 +144,9 @@ def test_masks_palette_and_cityscapes_label_ids(voc, cityscapes, tmp_path):
     train_ids = read_mask(gt / "bremen_000000_000019_gtFine_labelTrainIds.png", 19)
     label_ids = np.array(Image.open(gt / "bremen_000000_000019_gtFine_labelIds.png"))
     assert np.array_equal(train_ids, LABEL_IDS_TO_TRAIN_IDS[label_ids])
+    # an SBD-only image named under SegmentationClass/ (UniMatch's lists) reads SegmentationClassAug/
+    aug_only = read_mask(voc / "SegmentationClass" / "2008_000001.png", 21)
+    assert np.array_equal(aug_only, np.array(Image.open(voc / "SegmentationClassAug" / "2008_000001.png")))
     assert LABEL_IDS_TO_TRAIN_IDS[7] == 0 and LABEL_IDS_TO_TRAIN_IDS[33] == 18 and LABEL_IDS_TO_TRAIN_IDS[0] == 255
     bad = tmp_path / "bad.png"
     Image.fromarray(np.full((4, 4), 30, np.uint8), mode="L").save(bad)

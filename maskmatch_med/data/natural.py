@@ -140,11 +140,19 @@ def validation_file(directory: Path) -> Path:
 
 
 def existing_mask(mask: Path) -> Path:
-    """The mask file to read: the named one, or Cityscapes labelIds standing in for missing labelTrainIds."""
-    if not mask.is_file() and mask.name.endswith("_labelTrainIds.png"):
+    """The mask file to read: the named one; else Cityscapes labelIds standing in for missing
+    labelTrainIds, or VOC's SegmentationClassAug for a SegmentationClass mask that only SBD provides
+    (UniMatch's lists name SegmentationClass/ for all 10582 images; a standard tree keeps them apart)."""
+    if mask.is_file():
+        return mask
+    if mask.name.endswith("_labelTrainIds.png"):
         label_ids = mask.with_name(mask.name[: -len("_labelTrainIds.png")] + "_labelIds.png")
         if label_ids.is_file():
             return label_ids
+    if mask.parent.name == "SegmentationClass":
+        aug = mask.parent.with_name("SegmentationClassAug") / mask.name
+        if aug.is_file():
+            return aug
     return mask
 
 
