@@ -27,24 +27,31 @@ class Section(BaseModel):
 class DataConfig(Section):
     layout: Literal["acdc", "datalist", "voc", "cityscapes"] = "acdc"
     root: Path | None = Field(None, description="dataset root (layouts acdc, voc, cityscapes)")
-    datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
-    manifest: Path = Field(Path("data_manifests/acdc"), description="dir with val.txt, test.txt, labeled_order.txt")
-    num_labeled: int | Literal["all"] = Field(3, description="labeled training patients, first N of labeled_order.txt")
-    num_classes: int = Field(4, ge=2)
-    class_names: list[str] = Field(default_factory=lambda: ["RV", "Myo", "LV"], description="foreground classes 1..C-1")
-    input_size: tuple[int, int] = Field((256, 256), description="slices are resized to this size for the 2D network")
     # Natural images (layouts voc, cityscapes); the medical layouts ignore these.
     splits: Path | None = Field(None, description="dir with UniMatch-format labeled.txt, unlabeled.txt, val.txt")
     crop_size: int = Field(321, ge=16, description="training crop edge (natural images)")
     rescale_range: tuple[float, float] = Field((0.5, 2.0), description="random rescale of natural images before the crop")
     eval_mode: Literal["full", "sliding"] = Field("full", description="natural-image validation: whole image or sliding window")
     eval_window: int | None = Field(None, ge=16, description="sliding-window edge (default: crop_size); stride is 2/3 of it")
+    datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
+    manifest: Path = Field(Path("data_manifests/acdc"), description="dir with val.txt, test.txt, labeled_order.txt")
+    num_labeled: int | Literal["all"] = Field(3, description="labeled training patients, first N of labeled_order.txt")
+    num_classes: int = Field(4, ge=2)
+    class_names: list[str] = Field(default_factory=lambda: ["RV", "Myo", "LV"], description="foreground classes 1..C-1")
+    input_size: tuple[int, int] = Field((256, 256), description="slices are resized to this size for the 2D network")
 
     @field_validator("num_labeled")
     @classmethod
     def _positive(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
             raise ValueError("must be >= 1 or 'all'")
+        return value
+
+    @field_validator("rescale_range")
+    @classmethod
+    def _rescale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("must be 0 < low <= high")
         return value
 
     @model_validator(mode="after")
@@ -59,8 +66,6 @@ class DataConfig(Section):
             )
         if any(s < 16 for s in self.input_size):
             raise ValueError("input_size must be at least 16x16")
-        if not 0 < self.rescale_range[0] <= self.rescale_range[1]:
-            raise ValueError("rescale_range must be 0 < low <= high")
         return self
 
 
