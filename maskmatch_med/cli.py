@@ -98,6 +98,11 @@ def check_data(
     from maskmatch_med.data.splits import resolve_splits
 
     config = load_recipe(recipe, list(set_ or []))
+    if config.data.layout in ("voc", "cityscapes"):
+        from maskmatch_med.data.natural import check_natural_recipe
+
+        typer.echo(check_natural_recipe(config))
+        return
     splits = resolve_splits(config.data)
     loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=config.method.name != "supervised")
     for name, cases in splits.items():
@@ -112,7 +117,7 @@ def check_data(
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A best.pt or last.pt from a run.")],
-    inputs: Annotated[list[Path], typer.Option("--input", help="A NIfTI file or a directory of them (repeatable).")],
+    inputs: Annotated[list[Path], typer.Option("--input", help="A NIfTI file or a directory of them (repeatable); JPG/PNG for VOC/Cityscapes checkpoints.")],
     output: Annotated[Path, typer.Option("--output", help="Directory for the label maps (same file names).")],
     scales: Annotated[str, typer.Option(help="Test-time scales, comma-separated, e.g. 0.75,1.0,1.25.")] = "1.0",
     png: Annotated[bool, typer.Option("--png", help="Also write a PNG montage with the label overlay per case.")] = False,
@@ -178,6 +183,21 @@ def export_frames(
     keep = [v.strip() for v in vendors.split(",") if v.strip()] if vendors else None
     written = export_mnms_frames(root, csv_path, out, keep)
     typer.echo(f"wrote {len(written)} frames to {out}; case domains in {out / 'domains.csv'}")
+
+
+@app.command()
+def manifest(
+    dataset: Annotated[str, typer.Argument(help="voc or cityscapes.")],
+    root: Annotated[Path, typer.Option("--root", help="Dataset root (VOC2012 folder, or the Cityscapes folder with leftImg8bit/ and gtFine/).")],
+    labeled: Annotated[str, typer.Option("--labeled", help="Labeled images: a count (92) or a fraction (1/16, 0.0625).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for labeled.txt, unlabeled.txt, val.txt.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed and tree give the same split.")] = 0,
+) -> None:
+    """Write UniMatch-format split files (labeled.txt, unlabeled.txt, val.txt) for VOC or Cityscapes."""
+    from maskmatch_med.data.natural import make_manifest
+
+    counts = make_manifest(dataset, root, labeled, seed, out)
+    typer.echo(f"wrote {out}: {counts['labeled']} labeled, {counts['unlabeled']} unlabeled, {counts['validation']} validation images")
 
 
 @app.command()

@@ -65,8 +65,14 @@ class DomainSourceConfig(Section):
 
 
 class DataConfig(Section):
-    layout: Literal["acdc", "datalist"] = "acdc"
-    root: Path | None = Field(None, description="dataset root (layout acdc)")
+    layout: Literal["acdc", "datalist", "voc", "cityscapes"] = "acdc"
+    root: Path | None = Field(None, description="dataset root (layouts acdc, voc, cityscapes)")
+    # Natural images (layouts voc, cityscapes); the medical layouts ignore these.
+    splits: Path | None = Field(None, description="dir with UniMatch-format labeled.txt, unlabeled.txt, val.txt")
+    crop_size: int = Field(321, ge=16, description="training crop edge (natural images)")
+    rescale_range: tuple[float, float] = Field((0.5, 2.0), description="random rescale of natural images before the crop")
+    eval_mode: Literal["full", "sliding"] = Field("full", description="natural-image validation: whole image or sliding window")
+    eval_window: int | None = Field(None, ge=16, description="sliding-window edge (default: crop_size); stride is 2/3 of it")
     datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
     manifest: Path = Field(Path("data_manifests/acdc"), description="dir with val.txt, test.txt, labeled_order.txt")
     num_labeled: int | Literal["all"] = Field(3, description="labeled training patients, first N of labeled_order.txt")
@@ -85,9 +91,19 @@ class DataConfig(Section):
             raise ValueError("must be >= 1 or 'all'")
         return value
 
+    @field_validator("rescale_range")
+    @classmethod
+    def _rescale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("must be 0 < low <= high")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
-        if len(self.class_names) != self.num_classes - 1:
+        if self.layout == "cityscapes":  # no background class: every class index is named
+            if len(self.class_names) != self.num_classes:
+                raise ValueError(f"class_names lists {len(self.class_names)} names but num_classes={self.num_classes} (layout cityscapes names every class)")
+        elif len(self.class_names) != self.num_classes - 1:
             raise ValueError(
                 f"class_names lists {len(self.class_names)} names but num_classes={self.num_classes} "
                 f"needs {self.num_classes - 1} (background is implicit)"
@@ -104,7 +120,9 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: Literal["unet", "basicunet"] = "unet"
+    name: Literal["unet", "basicunet", "deeplabv3plus"] = "unet"
+    backbone: Literal["resnet50", "resnet101"] = Field("resnet101", description="DeepLabV3+ encoder")
+    pretrained: Path | None = Field(None, description="ImageNet ResNet state dict (torchvision key names) for the DeepLabV3+ encoder")
     channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 256])
     strides: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])
     num_res_units: int = Field(2, ge=0)
@@ -156,6 +174,10 @@ class StrongAugConfig(Section):
     noise_std: float = Field(0.1, ge=0.0)
     apply_prob: float = Field(0.8, ge=0.0, le=1.0)
     cutmix_prob: float = Field(0.5, ge=0.0, le=1.0)
+    # `medical` perturbs z-scored intensities; `natural` is UniMatch's colour pipeline on ImageNet-normalised RGB.
+    kind: Literal["medical", "natural"] = "medical"
+    jitter: tuple[float, float, float, float] = Field((0.5, 0.5, 0.5, 0.25), description="natural: brightness, contrast, saturation, hue")
+    grayscale_prob: float = Field(0.2, ge=0.0, le=1.0, description="natural: probability of converting to grayscale")
 
 
 class WeakAugConfig(Section):
@@ -169,7 +191,9 @@ class MethodConfig(Section):
     name: Literal["supervised", "fixmatch", "unimatch", "maskmatch"] = "maskmatch"
     base: Literal["fixmatch", "unimatch"] = Field("fixmatch", description="the framework MaskMatch is plugged into")
     fp_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="UniMatch feature perturbation: channel dropout on encoder features")
-    supervised_loss: Literal["ce", "ce_dice"] = "ce_dice"
+    supervised_loss: Literal["ce", "ce_dice", "ohem"] = "ce_dice"
+    ohem_thresh: float = Field(0.7, gt=0.0, le=1.0, description="OHEM: pixels whose true-class probability is below this are hard")
+    ohem_min_kept: int = Field(200000, ge=1, description="OHEM: keep at least this many hardest pixels per batch")
     conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
     lambda_u: float = Field(1.0, ge=0.0, description="weight of the consistency loss L_s")
     lambda_m: float = Field(1.0, ge=0.0, description="weight of the masked-modeling loss L_m")
@@ -202,6 +226,9 @@ class TrainConfig(Section):
     sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun")
     deterministic: bool = Field(False, description="deterministic kernels (torch.use_deterministic_algorithms)")
     weak_aug: WeakAugConfig = Field(default_factory=WeakAugConfig)
+    epochs: int | None = Field(None, ge=1, description="if set, iterations = epochs x batches per epoch of the unlabeled set")
+    head_lr_mult: float = Field(1.0, gt=0.0, description="lr multiplier of the parameters outside a pretrained encoder")
+    channels_last: bool = Field(False, description="channels-last memory format on CUDA (ignored on CPU)")
 
     @model_validator(mode="after")
     def _unlabeled_batch(self) -> TrainConfig:
@@ -225,6 +252,8 @@ class Recipe(Section):
             raise ValueError("data.root is required for layout 'acdc'")
         if self.data.layout == "datalist" and self.data.datalist is None:
             raise ValueError("data.datalist is required for layout 'datalist'")
+        if self.data.layout in ("voc", "cityscapes") and self.data.root is None:
+            raise ValueError(f"data.root is required for layout '{self.data.layout}'")
         return self
 
     def to_yaml(self) -> str:

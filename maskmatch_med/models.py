@@ -12,6 +12,10 @@ from maskmatch_med.config import ModelConfig
 
 def build_model(config: ModelConfig, spatial_dims: int, in_channels: int, num_classes: int) -> nn.Module:
     """A segmentation network that maps (B, in_channels, *spatial) to (B, num_classes, *spatial) logits."""
+    if config.name == "deeplabv3plus":
+        from maskmatch_med.networks.deeplabv3plus import build_deeplabv3plus
+
+        return build_deeplabv3plus(config, in_channels, num_classes)
     norm = "BATCH" if config.norm == "batch" else "INSTANCE"
     if config.name == "unet":
         return UNet(
@@ -40,4 +44,6 @@ def size_divisor(config: ModelConfig) -> int:
     """Input sizes must be multiples of this for the encoder/decoder shapes to line up."""
     if config.name == "basicunet":
         return 16
+    if config.name == "deeplabv3plus":  # any size works: logits are interpolated back to the input's
+        return 1
     return math.prod(config.strides)

@@ -28,6 +28,13 @@ def run_prediction(
     largest_component: bool = False,
 ) -> list[Path]:
     torch_device = resolve_device(device)
+    from maskmatch_med.engine.predictor_natural import natural_checkpoint, predict_natural
+
+    natural = natural_checkpoint(checkpoint, torch_device)
+    if natural is not None:  # VOC / Cityscapes: JPG/PNG in, palette PNGs out
+        if png or largest_component:
+            raise UserError("--png / --largest-component apply to NIfTI volumes; a VOC/Cityscapes checkpoint writes palette PNGs")
+        return predict_natural(checkpoint, natural, input_paths, output_dir, scales, torch_device, skip_existing)
     inputs = [path for given in input_paths for path in collect_inputs(given)]  # checked before the model loads
     model, recipe = load_inference_model(checkpoint, torch_device)
     return predict_files(

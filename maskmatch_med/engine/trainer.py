@@ -66,9 +66,27 @@ def shared_teacher(student: torch.nn.Module):
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = recipe.train
+    params = model.parameters()
+    if t.head_lr_mult != 1.0 and hasattr(model, "head_parameters"):
+        # UniMatch's DeepLabV3+ recipe: the pretrained encoder at lr, the new head at lr x head_lr_mult.
+        # Each group keeps its multiplier so that the poly schedule scales both (see _train_step).
+        head = model.head_parameters()
+        head_ids = {id(p) for p in head}
+        params = [
+            {"params": [p for p in model.parameters() if id(p) not in head_ids], "lr_mult": 1.0},
+            {"params": head, "lr": t.lr * t.head_lr_mult, "lr_mult": t.head_lr_mult},
+        ]
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def iterations_per_epoch(data: TrainingData, train, world_size: int) -> int:
+    """UniMatch's epoch: one pass over the unlabeled set (the labeled set is repeated alongside it),
+    or over the labeled set when training supervised; the last incomplete batch is dropped."""
+    if data.unlabeled is not None:
+        return max(1, len(data.unlabeled) // (train.unlabeled_batch_size * world_size))
+    return max(1, len(data.labeled) // (train.batch_size * world_size))
 
 
 class Trainer:
@@ -104,10 +122,14 @@ class Trainer:
             raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
         self.step = build_step(recipe.method, t.weak_aug, divisor)
         self._attach_data(self._build_data(divisor))
+        if t.epochs is not None:  # recorded in recipe.yaml, so a resumed run recomputes the same budget
+            t.iterations = t.epochs * iterations_per_epoch(self.data, t, self.dist.world_size)
 
         model = build_model(
             recipe.model, spatial_dims=self.data.spatial_dims, in_channels=self.data.in_channels, num_classes=recipe.data.num_classes
         ).to(self.device)
+        if t.channels_last and self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled and t.sync_bn:
             if self.device.type == "cuda":
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -199,16 +221,17 @@ class Trainer:
         t = self.recipe.train
         lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         timer = self.timer
         with timer.section("data"):
             images, labels = self.labeled.batch(self.labeled_sampler.indices(iteration), self.generator)
-            unlabeled = None
+            unlabeled = unlabeled_ignore = None
             if self.unlabeled is not None:
-                unlabeled = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration), self.generator)[0]
+                # A source may return a map that is 255 where the unlabeled image is padding (natural images).
+                unlabeled, unlabeled_ignore = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration), self.generator)
         teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            output = self.step(self.student, teacher, Batch(images, labels, unlabeled), self.generator)
+            output = self.step(self.student, teacher, Batch(images, labels, unlabeled, unlabeled_ignore), self.generator)
         if not all_ranks(self.dist, bool(torch.isfinite(output.loss)), self.device):
             bad = [k for k, v in output.logs.items() if not math.isfinite(v)] or ["loss"]
             raise UserError(

@@ -49,6 +49,8 @@ class TrainingData:
 
 
 def build_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
+    if recipe.data.layout in ("voc", "cityscapes"):
+        return natural_training_data(recipe, semi_supervised, device)
     return slice_training_data(recipe, semi_supervised, device, size_divisor)
 
 
@@ -71,3 +73,20 @@ def slice_training_data(recipe: Recipe, semi_supervised: bool, device: torch.dev
     else:
         validator = SliceVolumeValidator(loaded["validation"], recipe, device, size_divisor)
     return TrainingData(labeled, unlabeled, validator, spatial_dims=2, in_channels=1, unit="slices")
+
+
+def natural_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device) -> TrainingData:
+    """Pascal VOC / Cityscapes from UniMatch-format split files: images read per batch, cropped on the
+    device, validated by mIoU on whole images or sliding windows."""
+    from maskmatch_med.data.natural import check_natural_splits, resolve_natural_splits
+    from maskmatch_med.data.natural_batches import NaturalImageSource
+    from maskmatch_med.engine.validation_natural import NaturalImageValidator
+
+    data = recipe.data
+    splits = resolve_natural_splits(data, semi_supervised)
+    require_clean(check_natural_splits(splits))
+    source = dict(crop=data.crop_size, rescale_range=data.rescale_range, num_classes=data.num_classes, device=device)
+    labeled = NaturalImageSource(splits["labeled"], with_labels=True, **source)
+    unlabeled = NaturalImageSource(splits["unlabeled"], with_labels=False, **source) if semi_supervised else None
+    validator = NaturalImageValidator(splits["validation"], recipe, device)
+    return TrainingData(labeled, unlabeled, validator, spatial_dims=2, in_channels=3, unit="images")

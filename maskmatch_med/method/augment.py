@@ -3,6 +3,8 @@
 - :func:`weak_augment`: one random rotation / isotropic scale / flips per sample, applied to images
   (bilinear) and labels (nearest) with the same sampling grid.
 - :func:`strong_augment`: per-sample intensity perturbations (brightness, contrast, gamma, blur, noise).
+- :func:`colour_augment`: the natural-image strong view (colour jitter, grayscale, blur) of
+  ImageNet-normalised RGB batches.
 - :func:`cutmix_box_mask` and :func:`cutmix`: CutMix between samples of a batch; the same box and partner
   index mix images, pseudo-labels, confidences and valid masks identically.
 
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 
 from maskmatch_med.method.masking import _draw
 
-__all__ = ["weak_augment", "strong_augment", "cutmix_box_mask", "cutmix"]
+__all__ = ["weak_augment", "strong_augment", "colour_augment", "cutmix_box_mask", "cutmix"]
 
 
 def _spatial_dims(x: torch.Tensor, name: str = "images") -> int:
@@ -229,6 +231,84 @@ def strong_augment(
 
     x = torch.where(on_noise, x + float(noise_std) * noise, x)
     return x.to(images.dtype)
+
+
+# ------------------------------------------------------------------------------ strong, natural RGB
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _grayscale(rgb: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma (B, 1, H, W), as torchvision and PIL compute it."""
+    return (0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3])
+
+
+def _shift_hue(rgb: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of [0, 1] RGB (B, 3, H, W) by `shift` (B, 1, 1, 1) turns, via HSV."""
+    r, g, b = rgb.unbind(1)
+    maxc, _ = rgb.max(1)
+    minc, _ = rgb.min(1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    hue = (hue + shift[:, 0]) % 1.0
+    # HSV -> RGB: each channel is v - v s max(0, min(k, 4 - k, 1)), k = (n + 6 h) mod 6 for n = 5, 3, 1
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = (n + hue * 6.0) % 6.0
+        out.append(maxc - maxc * sat * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
+    return torch.stack(out, 1)
+
+
+def colour_augment(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.25),
+    jitter_prob: float = 0.8,
+    grayscale_prob: float = 0.2,
+    blur_prob: float = 0.5,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+) -> torch.Tensor:
+    """UniMatch's strong view of ImageNet-normalised RGB (B, 3, H, W), per sample; geometry unchanged.
+
+    With probability ``jitter_prob``: brightness, contrast and saturation factors uniform in
+    [1 - j, 1 + j] and a hue rotation uniform in [-j_hue, j_hue] (torchvision's ColorJitter
+    definitions, applied in that fixed order); then grayscale with probability ``grayscale_prob``; then
+    a Gaussian blur (sigma uniform in ``blur_sigma``) with probability ``blur_prob``. Pixels are
+    clamped to [0, 1] in RGB between steps and the result is normalised again.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"colour_augment needs RGB batches (B, 3, H, W), got {tuple(images.shape)}")
+    b, device = images.shape[0], images.device
+    bshape = (b, 1, 1, 1)
+    u = _draw((b, 8), generator, device)
+    on_jitter = (u[:, 0] < jitter_prob).view(bshape)
+    bright = _uniform(u[:, 1], max(0.0, 1 - jitter[0]), 1 + jitter[0]).view(bshape)
+    contrast = _uniform(u[:, 2], max(0.0, 1 - jitter[1]), 1 + jitter[1]).view(bshape)
+    saturation = _uniform(u[:, 3], max(0.0, 1 - jitter[2]), 1 + jitter[2]).view(bshape)
+    hue = _uniform(u[:, 4], -jitter[3], jitter[3]).view(bshape)
+    on_gray = (u[:, 5] < grayscale_prob).view(bshape)
+    on_blur = (u[:, 6] < blur_prob).view(bshape)
+    sigma = _uniform(u[:, 7], float(blur_sigma[0]), float(blur_sigma[1]))
+
+    mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = (images.float() * std + mean).clamp(0.0, 1.0)
+    jittered = (x * bright).clamp(0.0, 1.0)
+    jittered = ((jittered - _grayscale(jittered).mean((2, 3), keepdim=True)) * contrast
+                + _grayscale(jittered).mean((2, 3), keepdim=True)).clamp(0.0, 1.0)
+    gray = _grayscale(jittered)
+    jittered = ((jittered - gray) * saturation + gray).clamp(0.0, 1.0)
+    if jitter[3] > 0:
+        jittered = _shift_hue(jittered, hue).clamp(0.0, 1.0)
+    x = torch.where(on_jitter, jittered, x)
+    x = torch.where(on_gray, _grayscale(x).expand_as(x), x)
+    if bool(on_blur.any()):
+        x = torch.where(on_blur, _blur_in_plane(x, sigma), x)
+    return ((x - mean) / std).to(images.dtype)
 
 
 # ------------------------------------------------------------------------------------------- cutmix

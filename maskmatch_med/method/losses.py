@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import MaskedDiceLoss
 
-__all__ = ["supervised_loss", "pseudo_label_loss"]
+__all__ = ["supervised_loss", "ohem_loss", "pseudo_label_loss"]
 
 _KINDS = ("ce", "ce_dice")
 
@@ -56,6 +56,33 @@ def supervised_loss(
     dice_target = torch.where(valid, target, torch.zeros_like(target)).unsqueeze(1)
     dice = dice_loss(logits, dice_target, mask=valid.unsqueeze(1).to(logits.dtype))
     return (ce + dice) / 2
+
+
+def ohem_loss(
+    logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 200000, ignore_index: int = 255
+) -> torch.Tensor:
+    """Online hard example mining cross-entropy (the ProbOhemCrossEntropy2d of TorchSemiSeg / UniMatch).
+
+    Only the hard pixels count: those whose softmax probability of the true class is at most ``thresh``;
+    when fewer than ``min_kept`` are that hard, the threshold rises to the ``min_kept``-th smallest such
+    probability so that at least ``min_kept`` pixels are kept. With fewer than ``min_kept`` labeled
+    pixels in the batch, every labeled pixel counts. Mean CE over the kept pixels (0 if none).
+    """
+    target = _check_target(logits, target, "target")
+    logits = logits.float()
+    valid = target != ignore_index
+    num_valid = int(valid.sum())
+    keep = valid
+    if 0 < min_kept <= num_valid:
+        with torch.no_grad():
+            safe = torch.where(valid, target, torch.zeros_like(target))
+            prob = torch.softmax(logits, dim=1).gather(1, safe.unsqueeze(1))[:, 0]
+            prob = prob.masked_fill(~valid, 1.0)
+            kth = torch.kthvalue(prob.flatten(), min_kept).values
+            threshold = torch.clamp(kth, min=thresh)
+            keep = valid & (prob <= threshold)
+    kept_target = target.masked_fill(~keep, -100)
+    return F.cross_entropy(logits, kept_target, ignore_index=-100, reduction="sum") / keep.sum().clamp_min(1)
 
 
 def pseudo_label_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,10 @@ def encoder_blocks(model: nn.Module) -> list[nn.Module]:
                 return blocks
     if isinstance(model, BasicUNet):
         return [model.conv_0, model.down_1, model.down_2, model.down_3, model.down_4]
+    from maskmatch_med.networks.deeplabv3plus import DeepLabV3Plus
+
+    if isinstance(model, DeepLabV3Plus):  # UniMatch's two perturbed features: layer1 (skip) and layer4 (ASPP input)
+        return [model.low_level, model.high_level]
     raise TypeError(f"feature perturbation does not know the encoder of {type(model).__name__}")
 
 

@@ -23,9 +23,9 @@ from torch import nn
 
 from maskmatch_med.config import MethodConfig, WeakAugConfig
 from maskmatch_med.engine.timing import PhaseTimer
-from maskmatch_med.method.augment import cutmix, cutmix_box_mask, strong_augment, weak_augment
+from maskmatch_med.method.augment import colour_augment, cutmix, cutmix_box_mask, strong_augment, weak_augment
 from maskmatch_med.method.ensemble import multiscale_probabilities, pseudo_labels
-from maskmatch_med.method.losses import pseudo_label_loss, supervised_loss
+from maskmatch_med.method.losses import ohem_loss, pseudo_label_loss, supervised_loss
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
 from maskmatch_med.method.perturbation import perturbed_encoder
 
@@ -35,6 +35,7 @@ class Batch:
     labeled_images: torch.Tensor  # (B, C, *spatial)
     labels: torch.Tensor  # (B, *spatial) long
     unlabeled_images: torch.Tensor | None = None  # (B_u, C, *spatial)
+    unlabeled_ignore: torch.Tensor | None = None  # (B_u, *spatial), 255 on padding: never a pseudo-label target
 
 
 @dataclass
@@ -63,10 +64,22 @@ class TrainStep:
 
     def strong(self, images, generator):
         aug = self.method.strong_aug
+        if aug.kind == "natural":
+            return colour_augment(
+                images, generator, jitter=tuple(aug.jitter), jitter_prob=aug.apply_prob, grayscale_prob=aug.grayscale_prob,
+                blur_prob=aug.blur_prob, blur_sigma=tuple(aug.blur_sigma),
+            )
         return strong_augment(
             images, generator, brightness=aug.brightness, contrast=tuple(aug.contrast), gamma=tuple(aug.gamma),
             blur_prob=aug.blur_prob, blur_sigma=tuple(aug.blur_sigma), noise_std=aug.noise_std, apply_prob=aug.apply_prob,
         )
+
+    def supervised(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """L_x: method.supervised_loss (ce, ce_dice, or OHEM cross-entropy as in UniMatch's Cityscapes recipe)."""
+        m = self.method
+        if m.supervised_loss == "ohem":
+            return ohem_loss(logits, labels, thresh=m.ohem_thresh, min_kept=m.ohem_min_kept)
+        return supervised_loss(logits, labels, kind=m.supervised_loss)
 
     def __call__(self, student: nn.Module, teacher: Teacher | None, batch: Batch, generator: torch.Generator) -> StepOutput:
         raise NotImplementedError
@@ -80,7 +93,7 @@ class SupervisedStep(TrainStep):
         with timer.section("augment"):
             images, labels = self.weak(batch.labeled_images, batch.labels, generator)
         with timer.section("student"):
-            loss = supervised_loss(student(images), labels, kind=self.method.supervised_loss)
+            loss = self.supervised(student(images), labels)
             logs = {"loss": loss.item(), "loss_x": loss.item()}
         return StepOutput(loss, logs)
 
@@ -119,9 +132,12 @@ class ConsistencyStep(TrainStep):
         """Weakly augmented labeled and unlabeled batches, and the teacher's pseudo-labels for the latter."""
         with self.timer.section("augment"):
             labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
-            weak_u, _ = self.weak(batch.unlabeled_images, None, generator)
+            ignore = batch.unlabeled_ignore
+            weak_u, ignore = self.weak(batch.unlabeled_images, None if ignore is None else ignore.long(), generator)
         with self.timer.section("teacher"):
             targets, _, valid = self.pseudo_label(teacher, weak_u)
+            if ignore is not None:
+                valid = valid & (ignore != 255)
         return labeled, labels, weak_u, targets, valid
 
     def __call__(self, student, teacher, batch, generator):
@@ -137,7 +153,7 @@ class ConsistencyStep(TrainStep):
         with timer.section("student"):
             # One forward pass over all views keeps the network's batch statistics shared.
             logits = student(torch.cat(views)).split([v.shape[0] for v in views])
-            loss_x = supervised_loss(logits[0], labels, kind=m.supervised_loss)
+            loss_x = self.supervised(logits[0], labels)
             loss_s = pseudo_label_loss(logits[1], strong_targets, strong_valid)
             loss = loss_x + m.lambda_u * loss_s
             logs = {"loss_x": loss_x.item(), "loss_s": loss_s.item(), "valid_frac": valid.float().mean().item()}
@@ -176,7 +192,7 @@ class UniMatchStep(ConsistencyStep):
                 fp_logits = student(weak_u)
 
             terms = {
-                "loss_x": supervised_loss(logits[0], labels, kind=m.supervised_loss),
+                "loss_x": self.supervised(logits[0], labels),
                 "loss_s1": pseudo_label_loss(logits[1], targets1, valid1),
                 "loss_s2": pseudo_label_loss(logits[2], targets2, valid2),
                 "loss_fp": pseudo_label_loss(fp_logits, targets, valid),
