@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskmatch_med.method.losses import pseudo_label_loss, supervised_loss
+from maskmatch_med.method.losses import pseudo_label_dice_loss, pseudo_label_loss, supervised_loss
 
 
 def _data(shape=(2, 3, 8, 8), seed=0):
@@ -87,3 +87,45 @@ def test_pseudo_label_loss_3d_matches_reference():
     ce = F.cross_entropy(logits, labels, reduction="none")
     ref = (ce * valid).sum() / valid.numel()
     assert torch.allclose(pseudo_label_loss(logits, labels, valid), ref, atol=1e-6)
+
+
+def test_pseudo_label_dice_loss_ignores_invalid_pixels_and_is_zero_when_perfect():
+    logits, labels = _data(seed=2)
+    valid = torch.zeros_like(labels, dtype=torch.bool)
+    valid[:, :, :5] = True
+    base = pseudo_label_dice_loss(logits, labels, valid)
+    assert 0.05 < base.item() <= 1.0
+    moved = torch.where(valid.unsqueeze(1), logits, torch.randn_like(logits) * 10)
+    assert torch.allclose(pseudo_label_dice_loss(moved, labels, valid), base, atol=1e-6)
+    # Confidently right on the valid pixels, wrong everywhere else: no loss.
+    perfect = F.one_hot(labels, 3).permute(0, 3, 1, 2).float() * 40.0
+    wrong_outside = torch.where(valid.unsqueeze(1), perfect, perfect.roll(1, dims=1))
+    assert pseudo_label_dice_loss(wrong_outside, labels, valid).item() < 1e-4
+
+
+def test_pseudo_label_dice_loss_weights_a_small_class_like_a_large_one():
+    # 1 pixel of class 1 in 64, predicted as background: CE averages it away, Dice does not.
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 3, 3] = 1
+    logits = F.one_hot(torch.zeros_like(labels), 2).permute(0, 3, 1, 2).float() * 10.0
+    valid = torch.ones_like(labels, dtype=torch.bool)
+    assert pseudo_label_loss(logits, labels, valid).item() < 0.2
+    assert pseudo_label_dice_loss(logits, labels, valid).item() > 0.45
+
+
+def test_pseudo_label_dice_loss_all_invalid_is_finite_with_gradient():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = pseudo_label_dice_loss(logits, torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 4, 4, dtype=torch.bool))
+    assert torch.isfinite(loss) and loss.item() < 1e-4
+    loss.backward()
+    assert logits.grad is not None
+
+
+def test_ce_dice_ignored_pixels_do_not_dilute_the_dice_term():
+    _, target = _data(seed=3)
+    perfect = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 40.0
+    ignore = torch.zeros_like(target, dtype=torch.bool)
+    ignore[:, :4] = True
+    # wrong where ignored, right elsewhere: both terms ~0
+    logits = torch.where(ignore.unsqueeze(1), perfect.roll(1, dims=1), perfect)
+    assert supervised_loss(logits, target.masked_fill(ignore, 255), kind="ce_dice").item() < 1e-4

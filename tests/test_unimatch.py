@@ -63,3 +63,16 @@ def test_maskmatch_on_unimatch_adds_the_masked_term():
     logs = out.logs
     expected = (logs["loss_x"] + 0.25 * logs["loss_s1"] + 0.25 * logs["loss_s2"] + 0.5 * logs["loss_fp"] + 2.0 * logs["loss_m"]) / 2
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unsupervised_loss_dice_replaces_every_pseudo_label_term(monkeypatch):
+    from maskmatch_med.method import steps
+
+    calls = []
+    real = steps.pseudo_label_dice_loss
+    monkeypatch.setattr(steps, "pseudo_label_dice_loss", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(steps, "pseudo_label_loss", lambda *a: pytest.fail("cross-entropy used with unsupervised_loss=dice"))
+    _, out = run_step(MethodConfig(name="maskmatch", base="unimatch", conf_thresh=0.0, unsupervised_loss="dice", mask={"patch_size": 4}))
+    assert len(calls) == 4  # s1, s2, fp, m
+    assert all(0.0 <= out.logs[k] <= 1.0 for k in ("loss_s1", "loss_s2", "loss_fp", "loss_m"))
+    out.loss.backward()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import MaskedDiceLoss
+from monai.losses import DiceLoss
 
-__all__ = ["supervised_loss", "ohem_loss", "pseudo_label_loss"]
+__all__ = ["supervised_loss", "ohem_loss", "pseudo_label_loss", "pseudo_label_dice_loss"]
 
 _KINDS = ("ce", "ce_dice")
 
@@ -52,10 +52,7 @@ def supervised_loss(
     if kind == "ce":
         return ce
 
-    dice_loss = MaskedDiceLoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)
-    dice_target = torch.where(valid, target, torch.zeros_like(target)).unsqueeze(1)
-    dice = dice_loss(logits, dice_target, mask=valid.unsqueeze(1).to(logits.dtype))
-    return (ce + dice) / 2
+    return (ce + masked_soft_dice(logits, target, valid)) / 2
 
 
 def ohem_loss(
@@ -96,6 +93,13 @@ def pseudo_label_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.T
         labels: long (B, *spatial) pseudo-labels.
         valid: bool (B, *spatial); a non-bool mask counts its non-zero entries as valid.
     """
+    labels, valid = _check_pseudo_labels(logits, labels, valid)
+    masked = labels.masked_fill(~valid, -100)
+    total = F.cross_entropy(logits.float(), masked, ignore_index=-100, reduction="sum")
+    return total / max(labels.numel(), 1)
+
+
+def _check_pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     labels = _check_target(logits, labels, "labels")
     if valid.ndim == logits.ndim and valid.shape[1] == 1:
         valid = valid[:, 0]
@@ -103,6 +107,29 @@ def pseudo_label_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.T
         raise ValueError(f"valid {tuple(valid.shape)} does not fit labels {tuple(labels.shape)}")
     if valid.dtype != torch.bool:
         valid = valid != 0
-    masked = labels.masked_fill(~valid.to(labels.device), -100)
-    total = F.cross_entropy(logits.float(), masked, ignore_index=-100, reduction="sum")
-    return total / max(labels.numel(), 1)
+    return labels, valid.to(labels.device)
+
+
+def pseudo_label_dice_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Soft Dice against pseudo-labels on valid pixels, every class (background included) weighted
+    equally and pooled over the batch: the unlabeled loss of UniMatch's medical recipe.
+
+    Unlike per-pixel cross-entropy, a class's weight does not shrink with its area, so confident
+    background cannot drown the few confident foreground pixels of a small structure. All invalid
+    gives 0 (MONAI's smoothing terms make an empty class score 0 loss).
+    """
+    labels, valid = _check_pseudo_labels(logits, labels, valid)
+    return masked_soft_dice(logits, labels, valid)
+
+
+def masked_soft_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice over all classes (background included), pooled over the batch, on valid pixels only.
+
+    The mask is applied to the softmax probabilities, not to the logits (MONAI's MaskedDiceLoss masks
+    its input before the softmax, which gives invalid pixels uniform probabilities that still count).
+    A class absent from the valid pixels of both maps scores 0 loss.
+    """
+    weight = valid.unsqueeze(1).to(torch.float32)
+    probs = torch.softmax(logits.float(), dim=1) * weight
+    onehot = F.one_hot(target.masked_fill(~valid, 0), logits.shape[1]).movedim(-1, 1).to(torch.float32) * weight
+    return DiceLoss(include_background=True, batch=True)(probs, onehot)

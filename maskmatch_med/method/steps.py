@@ -25,7 +25,7 @@ from maskmatch_med.config import MethodConfig, WeakAugConfig
 from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.method.augment import colour_augment, cutmix, cutmix_box_mask, strong_augment, weak_augment
 from maskmatch_med.method.ensemble import multiscale_probabilities, pseudo_labels
-from maskmatch_med.method.losses import ohem_loss, pseudo_label_loss, supervised_loss
+from maskmatch_med.method.losses import ohem_loss, pseudo_label_dice_loss, pseudo_label_loss, supervised_loss
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
 from maskmatch_med.method.perturbation import perturbed_encoder
 
@@ -80,6 +80,12 @@ class TrainStep:
         if m.supervised_loss == "ohem":
             return ohem_loss(logits, labels, thresh=m.ohem_thresh, min_kept=m.ohem_min_kept)
         return supervised_loss(logits, labels, kind=m.supervised_loss)
+
+    def unsupervised(self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """L_s, L_m (and UniMatch's terms): method.unsupervised_loss against the pseudo-labels on valid pixels."""
+        if self.method.unsupervised_loss == "dice":
+            return pseudo_label_dice_loss(logits, targets, valid)
+        return pseudo_label_loss(logits, targets, valid)
 
     def __call__(self, student: nn.Module, teacher: Teacher | None, batch: Batch, generator: torch.Generator) -> StepOutput:
         raise NotImplementedError
@@ -154,11 +160,11 @@ class ConsistencyStep(TrainStep):
             # One forward pass over all views keeps the network's batch statistics shared.
             logits = student(torch.cat(views)).split([v.shape[0] for v in views])
             loss_x = self.supervised(logits[0], labels)
-            loss_s = pseudo_label_loss(logits[1], strong_targets, strong_valid)
+            loss_s = self.unsupervised(logits[1], strong_targets, strong_valid)
             loss = loss_x + m.lambda_u * loss_s
             logs = {"loss_x": loss_x.item(), "loss_s": loss_s.item(), "valid_frac": valid.float().mean().item()}
             if self.masked:
-                loss_m = pseudo_label_loss(logits[2], masked_targets, masked_valid)
+                loss_m = self.unsupervised(logits[2], masked_targets, masked_valid)
                 loss = loss + m.lambda_m * loss_m
                 logs["loss_m"] = loss_m.item()
             logs["loss"] = loss.item()
@@ -193,13 +199,13 @@ class UniMatchStep(ConsistencyStep):
 
             terms = {
                 "loss_x": self.supervised(logits[0], labels),
-                "loss_s1": pseudo_label_loss(logits[1], targets1, valid1),
-                "loss_s2": pseudo_label_loss(logits[2], targets2, valid2),
-                "loss_fp": pseudo_label_loss(fp_logits, targets, valid),
+                "loss_s1": self.unsupervised(logits[1], targets1, valid1),
+                "loss_s2": self.unsupervised(logits[2], targets2, valid2),
+                "loss_fp": self.unsupervised(fp_logits, targets, valid),
             }
             weights = dict(self.WEIGHTS)
             if self.masked:
-                terms["loss_m"], weights["loss_m"] = pseudo_label_loss(logits[3], masked_targets, masked_valid), m.lambda_m
+                terms["loss_m"], weights["loss_m"] = self.unsupervised(logits[3], masked_targets, masked_valid), m.lambda_m
             loss = sum(weights[name] * term for name, term in terms.items()) / 2
             logs = {name: term.item() for name, term in terms.items()}
             logs.update(valid_frac=valid.float().mean().item(), loss=loss.item())
