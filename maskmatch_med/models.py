@@ -12,6 +12,10 @@ from maskmatch_med.config import ModelConfig
 
 def build_model(config: ModelConfig, spatial_dims: int, in_channels: int, num_classes: int) -> nn.Module:
     """A segmentation network that maps (B, in_channels, *spatial) to (B, num_classes, *spatial) logits."""
+    if spatial_dims == 3:
+        from maskmatch_med.models3d import build_model_3d
+
+        return build_model_3d(config, in_channels, num_classes)
     norm = "BATCH" if config.norm == "batch" else "INSTANCE"
     if config.name == "unet":
         return UNet(
@@ -38,6 +42,8 @@ def build_model(config: ModelConfig, spatial_dims: int, in_channels: int, num_cl
 
 def size_divisor(config: ModelConfig) -> int:
     """Input sizes must be multiples of this for the encoder/decoder shapes to line up."""
+    if config.spatial_dims == 3:
+        return 1  # 3D networks pad any input to their per-axis multiple (models3d.PadToMultiple)
     if config.name == "basicunet":
         return 16
     return math.prod(config.strides)
