@@ -83,21 +83,23 @@ def train_worker(patch_name: str, method: str, steps: int, warmup: int, channels
     trainer = SyntheticVolumeTrainer(recipe, progress=False)
     device = trainer.device
     cuda = device.type == "cuda"
-    times = []
+    times, cpu_times = [], []
     baseline = rss_mib()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     trainer.model.train()
     for iteration in range(warmup + steps):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         trainer._train_step(iteration)
         if cuda:
             torch.cuda.synchronize()
         if iteration >= warmup:
             times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_mib() - baseline
     return {"patch": patch_name, "method": method, "step_s": statistics.median(times), "steps": times,
+            "step_cpu_s": statistics.median(cpu_times),
             "peak_mib": peak, "memory": "cuda max allocated" if cuda else "CPU peak RSS growth"}
 
 
@@ -111,7 +113,7 @@ def bench_training(steps: int, warmup: int, channels_div: int, patches: list[str
             if out.returncode:
                 raise SystemExit(f"worker {patch_name} {method} failed:\n{out.stderr[-3000:]}")
             record = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"  {patch_name} {method}: {record['step_s']:.2f} s/step, peak {record['peak_mib']:.0f} MiB", flush=True)
+            print(f"  {patch_name} {method}: {record['step_s']:.2f} s/step ({record['step_cpu_s']:.2f} CPU s), peak {record['peak_mib']:.0f} MiB", flush=True)
             results.append(record)
     return results
 
@@ -130,39 +132,43 @@ def bench_inference(repeats: int, channels_div: int, ct_size: list[int]) -> list
         volume = rng.normal(size=shape).astype(np.float32)
         for label, scales in (("scale 1", [1.0]), ("3 scales", [0.75, 1.0, 1.25])):
             per_axis = axis_scales(scales, recipe.volume) if patch_name == "96x96x16" else [(s, s, s) for s in scales]
-            times = []
+            times, cpu_times = [], []
             for _ in range(repeats):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 predict_volume_3d(model, volume, spacing, recipe.volume, per_axis, device)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - started)
+                cpu_times.append(time.process_time() - cpu_started)
             record = {"volume": name, "scales": label, "per_axis": per_axis, "s_per_volume": statistics.median(times), "runs": times,
+                      "cpu_s_per_volume": statistics.median(cpu_times),
                       "overlap": recipe.volume.sw_overlap, "window": recipe.volume.patch_size}
-            print(f"  {name}, {label}: {record['s_per_volume']:.2f} s", flush=True)
+            print(f"  {name}, {label}: {record['s_per_volume']:.2f} s ({record['cpu_s_per_volume']:.2f} CPU s)", flush=True)
             rows.append(record)
     return rows
 
 
 def tables(training: list[dict], inference: list[dict]) -> str:
     lines = ["## Training step (batch 2 labeled + 2 unlabeled patches)", "",
-             "| patch | method | s/step | peak memory (MiB) | step vs supervised | memory vs supervised |", "| --- | --- | --- | --- | --- | --- |"]
+             "| patch | method | s/step | CPU s/step | peak memory (MiB) | CPU time vs supervised | memory vs supervised |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for record in training:
         base = next(r for r in training if r["patch"] == record["patch"] and r["method"] == "supervised")
-        lines.append(f"| {record['patch']} | {record['method']} | {record['step_s']:.2f} | {record['peak_mib']:.0f} | "
-                     f"{record['step_s'] / base['step_s']:.2f}x | {record['peak_mib'] / max(base['peak_mib'], 1e-9):.2f}x |")
-    lines += ["", f"Memory: {training[0]['memory']}.", "", "## Inference (sliding window, Gaussian blending)", "",
-              "| volume | scales | window | overlap | s/volume |", "| --- | --- | --- | --- | --- |"]
+        lines.append(f"| {record['patch']} | {record['method']} | {record['step_s']:.2f} | {record['step_cpu_s']:.2f} | {record['peak_mib']:.0f} | "
+                     f"{record['step_cpu_s'] / base['step_cpu_s']:.2f}x | {record['peak_mib'] / max(base['peak_mib'], 1e-9):.2f}x |")
+    lines += ["", f"Memory: {training[0]['memory']}. CPU s: process CPU time (all threads), less sensitive than wall "
+              "time to other processes on a shared machine; on a dedicated machine s/step is the number to use.", "", "## Inference (sliding window, Gaussian blending)", "",
+              "| volume | scales | window | overlap | s/volume | CPU s/volume |", "| --- | --- | --- | --- | --- | --- |"]
     for record in inference:
         lines.append(f"| {record['volume']} | {record['scales']} | {'x'.join(map(str, record['window']))} | {record['overlap']} | "
-                     f"{record['s_per_volume']:.2f} |")
+                     f"{record['s_per_volume']:.2f} | {record['cpu_s_per_volume']:.2f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=2, metavar=("PATCH", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per method")
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps per method")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--channels-div", type=int, default=1, help="divide the acdc3d UNet's channels (reduced runs)")
     parser.add_argument("--patches", nargs="+", default=list(PATCHES), choices=list(PATCHES))
