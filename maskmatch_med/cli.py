@@ -124,13 +124,15 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep outputs an interrupted run already completed.")] = False,
     largest_component: Annotated[bool, typer.Option("--largest-component", help="Keep only the largest connected component of each class.")] = False,
+    probabilities: Annotated[bool, typer.Option("--probabilities", help="3D: also write OUTPUT/probabilities/NAME (float32, one channel per class).")] = False,
+    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="3D: also write OUTPUT/uncertainty/NAME, the disagreement across --scales.")] = False,
 ) -> None:
     """Segment NIfTI volumes; each output has its input's shape, affine and orientation."""
     from maskmatch_med.engine.predictor import run_prediction
 
     written = run_prediction(
         checkpoint, inputs, output, _parse_scales(scales), png=png, device=device,
-        skip_existing=skip_existing, largest_component=largest_component,
+        skip_existing=skip_existing, largest_component=largest_component, probabilities=probabilities, uncertainty=uncertainty,
     )
     typer.echo(f"wrote {len(written)} label map{'s' if len(written) != 1 else ''} to {output}")
 

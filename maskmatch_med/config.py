@@ -120,7 +120,7 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: Literal["unet", "basicunet", "deeplabv3plus"] = "unet"
+    name: Literal["unet", "basicunet", "dynunet", "deeplabv3plus"] = "unet"
     backbone: Literal["resnet50", "resnet101"] = Field("resnet101", description="DeepLabV3+ encoder")
     pretrained: Path | None = Field(None, description="ImageNet ResNet state dict (torchvision key names) for the DeepLabV3+ encoder")
     channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 256])
@@ -128,11 +128,24 @@ class ModelConfig(Section):
     num_res_units: int = Field(2, ge=0)
     norm: Literal["batch", "instance"] = "batch"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    spatial_dims: Literal[2, 3] = Field(2, description="2: slices of volumes; 3: patches of volumes (recipe section volume)")
+    axis_strides: list[list[int]] | None = Field(
+        None, description="3D only: per-level, per-axis strides, e.g. [[2,2,1],[2,2,1],[2,2,2]] for thick slices (default: model.strides on every axis)"
+    )
 
     @model_validator(mode="after")
     def _depth(self) -> ModelConfig:
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError(f"strides needs len(channels)-1 = {len(self.channels) - 1} entries")
+        if self.axis_strides is not None:
+            if self.spatial_dims != 3:
+                raise ValueError("axis_strides is for 3D networks (model.spatial_dims: 3)")
+            if len(self.axis_strides) != len(self.strides) or any(len(level) != 3 or min(level) < 1 for level in self.axis_strides):
+                raise ValueError(f"axis_strides needs {len(self.strides)} levels of 3 strides >= 1 each")
+        if self.name == "dynunet" and self.spatial_dims != 3:
+            raise ValueError("dynunet is a 3D network here: set model.spatial_dims: 3")
+        if self.name == "deeplabv3plus" and self.spatial_dims != 2:
+            raise ValueError("deeplabv3plus is a 2D network: model.spatial_dims must be 2")
         return self
 
 
@@ -240,15 +253,51 @@ class TrainConfig(Section):
         return self
 
 
+class VolumeConfig(Section):
+    """3D training and inference (model.spatial_dims: 3). Volumes keep their stored voxel order with
+    the coarsest-spacing axis moved last, so per-axis values read (in-plane, in-plane, slice)."""
+
+    spacing: list[float] | None = Field(None, description="target voxel spacing in mm, e.g. [1.5, 1.5, 10.0]; null keeps each volume's own")
+    patch_size: list[int] = Field(default_factory=lambda: [96, 96, 16], description="training patch = sliding-window size, voxels")
+    pos: float = Field(1.0, ge=0.0, description="labeled patches centred on foreground, relative weight (RandCropByPosNegLabel)")
+    neg: float = Field(1.0, ge=0.0, description="labeled patches centred on background, relative weight")
+    intensity: Literal["percentile", "zscore", "ct_window"] = Field(
+        "percentile", description="percentile: clip to `percentiles` then z-score (MR); zscore; ct_window: `ct_window` HU -> [-1, 1]"
+    )
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_window: tuple[float, float] = (-175.0, 250.0)
+    sw_overlap: float = Field(0.5, ge=0.0, lt=1.0, description="sliding-window overlap")
+    sw_mode: Literal["gaussian", "constant"] = Field("gaussian", description="sliding-window blending")
+    sw_batch_size: int = Field(2, ge=1, description="windows per network call")
+    scale_slice_axis: bool = Field(False, description="predict --scales S also scales the slice axis (default: in-plane only)")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> VolumeConfig:
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise ValueError("spacing needs 3 values > 0 (mm)")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError("patch_size needs 3 sizes >= 1")
+        if self.pos + self.neg <= 0:
+            raise ValueError("pos + neg must be > 0")
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        if self.ct_window[0] >= self.ct_window[1]:
+            raise ValueError("ct_window must be [low, high] with low < high")
+        return self
+
+
 class Recipe(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    volume: VolumeConfig = Field(default_factory=VolumeConfig)
     output_dir: Path = Path("runs/maskmatch")
 
     @model_validator(mode="after")
     def _data_source(self) -> Recipe:
+        if self.data.layout in ("voc", "cityscapes") and self.model.spatial_dims != 2:
+            raise ValueError(f"model.spatial_dims: layout '{self.data.layout}' holds 2D photos; use 2")
         if self.data.domain_adaptation:
             return self  # the sources carry their own locations
         if self.data.layout == "acdc" and self.data.root is None:

@@ -16,6 +16,10 @@ def build_model(config: ModelConfig, spatial_dims: int, in_channels: int, num_cl
         from maskmatch_med.networks.deeplabv3plus import build_deeplabv3plus
 
         return build_deeplabv3plus(config, in_channels, num_classes)
+    if spatial_dims == 3:
+        from maskmatch_med.models3d import build_model_3d
+
+        return build_model_3d(config, in_channels, num_classes)
     norm = "BATCH" if config.norm == "batch" else "INSTANCE"
     if config.name == "unet":
         return UNet(
@@ -42,6 +46,8 @@ def build_model(config: ModelConfig, spatial_dims: int, in_channels: int, num_cl
 
 def size_divisor(config: ModelConfig) -> int:
     """Input sizes must be multiples of this for the encoder/decoder shapes to line up."""
+    if config.spatial_dims == 3:
+        return 1  # 3D networks pad any input to their per-axis multiple (models3d.PadToMultiple)
     if config.name == "basicunet":
         return 16
     if config.name == "deeplabv3plus":  # any size works: logits are interpolated back to the input's

@@ -90,3 +90,14 @@ def test_resolved_recipe_round_trips(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "demo.yaml")
     again = write(tmp_path, yaml.safe_load(recipe.to_yaml()))
     assert load_recipe(again) == recipe
+
+
+def test_network_and_data_dimensions_must_agree(tmp_path):
+    from maskmatch_med.config import recipe_from_dict
+
+    with pytest.raises(UserError, match="model: deeplabv3plus is a 2D network"):
+        recipe_from_dict({"data": {"root": "x"}, "model": {"name": "deeplabv3plus", "spatial_dims": 3}}, "r.yaml")
+    with pytest.raises(UserError, match="model: dynunet is a 3D network"):
+        recipe_from_dict({"data": {"root": "x"}, "model": {"name": "dynunet"}}, "r.yaml")
+    with pytest.raises(UserError, match="model.spatial_dims: layout 'voc' holds 2D photos"):
+        recipe_from_dict({"data": {"layout": "voc", "root": "x", "num_classes": 21, "class_names": ["c"] * 20}, "model": {"spatial_dims": 3}}, "r.yaml")

@@ -51,6 +51,10 @@ class TrainingData:
 def build_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
     if recipe.data.layout in ("voc", "cityscapes"):
         return natural_training_data(recipe, semi_supervised, device)
+    if recipe.model.spatial_dims == 3:
+        from maskmatch_med.engine.volume_training import volume_training_data
+
+        return volume_training_data(recipe, semi_supervised, device, size_divisor)
     return slice_training_data(recipe, semi_supervised, device, size_divisor)
 
 

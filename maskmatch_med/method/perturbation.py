@@ -12,13 +12,14 @@ from typing import Iterator
 
 import torch
 from monai.networks.layers import SkipConnection
-from monai.networks.nets import BasicUNet, UNet
+from monai.networks.nets import BasicUNet, DynUNet, UNet
 from torch import nn
 
 
 def encoder_blocks(model: nn.Module) -> list[nn.Module]:
     """The blocks whose outputs are the encoder features, shallow to deep (bottleneck last)."""
-    model = getattr(model, "module", model)  # DDP
+    while hasattr(model, "module"):  # DDP, and the 3D pad-to-multiple wrapper (models3d)
+        model = model.module
     if isinstance(model, UNet):
         blocks, level = [], model.model
         while True:  # MONAI's UNet nests Sequential(down, SkipConnection(inner), up) per level
@@ -31,6 +32,8 @@ def encoder_blocks(model: nn.Module) -> list[nn.Module]:
                 return blocks
     if isinstance(model, BasicUNet):
         return [model.conv_0, model.down_1, model.down_2, model.down_3, model.down_4]
+    if isinstance(model, DynUNet):
+        return [model.input_block, *model.downsamples, model.bottleneck]
     from maskmatch_med.networks.deeplabv3plus import DeepLabV3Plus
 
     if isinstance(model, DeepLabV3Plus):  # UniMatch's two perturbed features: layer1 (skip) and layer4 (ASPP input)
