@@ -3,6 +3,7 @@ logging -> validation -> checkpoints. Methods only supply the step (method/steps
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -288,6 +289,12 @@ class Trainer:
             bar.close()
             if log:
                 log.close()
+            if self.dist.enabled:
+                # DDP's reducer keeps the process group alive; left to interpreter exit, gloo's worker
+                # threads are torn down mid-finalisation and a finished rank aborts ("terminate called
+                # without an active exception"), failing the torchrun job. Release it first.
+                self.student = self.model
+                gc.collect()
             shutdown(self.dist)
         return TrainResult(
             self.run_dir, self.best_path, self.best_score, self.best_iteration, time.perf_counter() - started,
