@@ -8,14 +8,23 @@ against the current working directory, as the CLI's own path arguments are.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maskmatch_med.errors import UserError
 
 Scale = Union[float, list[float]]
+
+
+def _at_least_one(value: int | str) -> int | str:
+    if isinstance(value, int) and value < 1:
+        raise ValueError("must be >= 1 or 'all'")
+    return value
+
+
+NumLabeled = Annotated[Union[int, Literal["all"]], AfterValidator(_at_least_one)]
 
 
 class Section(BaseModel):
@@ -32,17 +41,10 @@ class DomainSourceConfig(Section):
     root: Path | None = Field(None, description="dataset root (layouts acdc and mnms)")
     datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
     manifest: Path | None = Field(None, description="acdc: dir with val.txt, test.txt (and labeled_order.txt for data.labeled)")
-    num_labeled: int | Literal["all"] = Field("all", description="acdc, data.labeled only: first N of labeled_order.txt")
+    num_labeled: NumLabeled = Field("all", description="acdc, data.labeled only: first N of labeled_order.txt")
     csv: Path | None = Field(None, description="mnms: the dataset information CSV (External code, Vendor, Centre, ED, ES)")
     vendors: list[str] | None = Field(None, description="mnms: keep only these vendors (default: all)")
     domain: str | None = Field(None, description="domain name of these cases (default: source / target; mnms: the vendor)")
-
-    @field_validator("num_labeled")
-    @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be >= 1 or 'all'")
-        return value
 
     @field_validator("domain")
     @classmethod
@@ -75,7 +77,7 @@ class DataConfig(Section):
     eval_window: int | None = Field(None, ge=16, description="sliding-window edge (default: crop_size); stride is 2/3 of it")
     datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
     manifest: Path = Field(Path("data_manifests/acdc"), description="dir with val.txt, test.txt, labeled_order.txt")
-    num_labeled: int | Literal["all"] = Field(3, description="labeled training patients, first N of labeled_order.txt")
+    num_labeled: NumLabeled = Field(3, description="labeled training patients, first N of labeled_order.txt")
     num_classes: int = Field(4, ge=2)
     class_names: list[str] = Field(default_factory=lambda: ["RV", "Myo", "LV"], description="foreground classes 1..C-1")
     input_size: tuple[int, int] = Field((256, 256), description="slices are resized to this size for the 2D network")
@@ -83,13 +85,6 @@ class DataConfig(Section):
     # when set, they replace layout/root/datalist/manifest/num_labeled.
     labeled: DomainSourceConfig | None = Field(None, description="source domain: labeled training, validation and test cases")
     unlabeled: DomainSourceConfig | None = Field(None, description="target domain: unlabeled training, validation and test cases")
-
-    @field_validator("num_labeled")
-    @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be >= 1 or 'all'")
-        return value
 
     @field_validator("rescale_range")
     @classmethod
