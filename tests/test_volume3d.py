@@ -322,3 +322,38 @@ def test_3d_bad_datalists_and_recipes_are_one_line_errors(tmp_path, phantom_root
     assert code == 2 and err.count("\n") == 1 and "volume.patch_size: [18, 16, 4] must be a multiple of [4, 4, 2]" in err
     code, _, err = run_cli("train", recipe, "--no-progress", "--set", "method.ensemble.scales=[[1.0,1.0]]")
     assert code == 2 and "method.ensemble.scales" in err and "3 values" in err
+
+
+def test_patches_keep_labels_on_their_voxels_after_permutation_and_resampling():
+    """Image and label of a case go through the axis permutation and resampling separately; a
+    labeled cube must stay where the bright cube is in every training patch (slice axis stored first)."""
+    from maskmatch_med.data.cases import Case
+    from maskmatch_med.data.checks import LoadedCase
+    from maskmatch_med.data.nifti import Volume
+    from maskmatch_med.data.patches import build_patch_source
+
+    label = np.zeros((6, 50, 40), np.uint8)  # (slice, in-plane, in-plane): 8 mm slices, 1.5 mm pixels
+    label[1:5, 20:34, 8:20] = 1
+    image = np.where(label > 0, 500.0, 100.0).astype(np.float32) + np.random.default_rng(0).normal(0, 5, label.shape).astype(np.float32)
+    spacing = (8.0, 1.5, 1.5)
+    loaded = LoadedCase(Case("c", None), Volume(image, np.eye(4), spacing, None), Volume(label, np.eye(4), spacing, None))
+    source = build_patch_source([loaded], VolumeConfig(spacing=[3.0, 3.0, 10.0], patch_size=[16, 16, 4]), True, torch.device("cpu"))
+    images, labels = source.batch(torch.zeros(8, dtype=torch.long), _gen(0))
+    inside, outside = images[:, 0][labels == 1], images[:, 0][(labels == 0) & (images[:, 0] != 0)]
+    assert inside.numel() and inside.min() > outside.max() - 1.0 and inside.mean() > outside.mean() + 1.5
+
+
+def test_shipped_3d_recipes_use_instance_norm_for_small_patch_batches():
+    """BatchNorm running statistics from batches of 2 patches made the 3D demo's eval-mode network
+    collapse between validations (validation Dice 0.28 -> 0.06 -> 0.31; on its own training volumes
+    0.10 with running statistics, 0.48 with batch statistics); nnU-Net uses instance norm here too."""
+    from pathlib import Path
+
+    from maskmatch_med.config import load_recipe
+
+    recipes = [p for p in sorted(Path("recipes").glob("*.yaml")) if "spatial_dims: 3" in p.read_text()]
+    assert recipes
+    for path in recipes:
+        recipe = load_recipe(path)
+        if recipe.train.batch_size <= 4:
+            assert recipe.model.norm == "instance", f"{path}: model.norm batch with batches of {recipe.train.batch_size} patches"
