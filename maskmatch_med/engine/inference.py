@@ -220,6 +220,20 @@ def _complete(output: Path, source: Path) -> bool:
         return False
 
 
+def with_progress(plan: list, progress: bool):
+    """The output plan, behind a progress bar when asked."""
+    if not progress:
+        return plan
+    from tqdm import tqdm
+
+    return tqdm(plan, desc="predict", unit="vol")
+
+
+def already_written(src: Path, label_out: Path, png_out: Path | None, extra: Sequence[Path] = ()) -> bool:
+    """Whether an earlier, interrupted run left every output of `src` complete (--skip-existing)."""
+    return _complete(label_out, src) and (png_out is None or png_out.is_file()) and all(p.is_file() for p in extra)
+
+
 def predict_files(
     model: nn.Module,
     inputs: list[Path],
@@ -251,14 +265,9 @@ def predict_files(
 
     model = model.to(device)
 
-    iterator = plan
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(plan, desc="predict", unit="vol")
     written = []
-    for src, label_out, png_out in iterator:
-        if skip_existing and _complete(label_out, src) and (png_out is None or png_out.is_file()):
+    for src, label_out, png_out in with_progress(plan, progress):
+        if skip_existing and already_written(src, label_out, png_out):
             written.append(label_out)  # finished by an earlier, interrupted run (writes are atomic)
             continue
         vol = load_volume(src)

@@ -23,7 +23,7 @@ from maskmatch_med.config import Recipe, VolumeConfig
 from maskmatch_med.data.nifti import load_volume
 from maskmatch_med.data.preprocess import slice_axis_of
 from maskmatch_med.data.volumes import from_network, prepare_image
-from maskmatch_med.engine.inference import _complete, _label_names, _logits_of, labels_from_probabilities, plan_outputs
+from maskmatch_med.engine.inference import _label_names, _logits_of, already_written, labels_from_probabilities, plan_outputs, with_progress
 from maskmatch_med.engine.postprocess import keep_largest_component
 from maskmatch_med.engine.writers import atomic_path, write_json_atomic, write_label_like, write_overlay_montage
 from maskmatch_med.errors import UserError
@@ -135,15 +135,10 @@ def predict_files_3d(
     names = _label_names(recipe.data.num_classes, recipe.data.class_names)
     per_axis = axis_scales(scales, recipe.volume)
     model = model.to(device)
-    iterator = plan
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(plan, desc="predict", unit="vol")
     written = []
-    for src, label_out, png_out in iterator:
+    for src, label_out, png_out in with_progress(plan, progress):
         extra = ([output_dir / "probabilities" / src.name] if probabilities else []) + ([output_dir / "uncertainty" / src.name] if uncertainty else [])
-        if skip_existing and _complete(label_out, src) and (png_out is None or png_out.is_file()) and all(p.is_file() for p in extra):
+        if skip_existing and already_written(src, label_out, png_out, extra):
             written.append(label_out)
             continue
         vol = load_volume(src)
