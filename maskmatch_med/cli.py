@@ -103,8 +103,15 @@ def check_data(
 
         typer.echo(check_natural_recipe(config))
         return
+    semi_supervised = config.method.name != "supervised"
+    if config.model.spatial_dims == 3:  # the same recipe checks `train` runs before reading any volume
+        from maskmatch_med.engine.volume_training import check_volume_recipe, require_datalist_sections
+
+        check_volume_recipe(config)
+        if config.data.layout == "datalist":
+            require_datalist_sections(config.data.datalist, semi_supervised)
     splits = resolve_splits(config.data)
-    loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=config.method.name != "supervised")
+    loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=semi_supervised)
     for name, cases in splits.items():
         typer.echo(f"{name:>10}: {len(cases)} case{'s' if len(cases) != 1 else ''}")
     for domain, role in splits.domain_roles.items():  # domain adaptation: what each domain contributes

@@ -323,6 +323,15 @@ def test_3d_bad_datalists_and_recipes_are_one_line_errors(tmp_path, phantom_root
     code, _, err = run_cli("train", recipe, "--no-progress", "--set", "method.ensemble.scales=[[1.0,1.0]]")
     assert code == 2 and "method.ensemble.scales" in err and "3 values" in err
 
+    # check-data runs the same recipe checks as train, before any volume is read
+    code, _, err = run_cli("check-data", recipe, "--set", "volume.patch_size=[18,16,4]")
+    assert code == 2 and err.count("\n") == 1 and "volume.patch_size: [18, 16, 4] must be a multiple of [4, 4, 2]" in err
+    code, _, err = run_cli("check-data", recipe, "--set", "data.layout=datalist", "--set", "data.root=null", "--set", f"data.datalist={datalist}")
+    assert code == 2 and err.count("\n") == 1 and "datalist.json: section 'validation' is missing" in err
+    complete = _datalist(tmp_path / "complete", phantom_root, [(3, "training"), (4, "unlabeled"), (2, "validation")])
+    code, out, err = run_cli("check-data", recipe, "--set", "data.layout=datalist", "--set", "data.root=null", "--set", f"data.datalist={complete}")
+    assert code == 0 and "readable and consistent" in out, err
+
 
 def test_patches_keep_labels_on_their_voxels_after_permutation_and_resampling():
     """Image and label of a case go through the axis permutation and resampling separately; a
