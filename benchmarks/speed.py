@@ -121,15 +121,14 @@ class NetworkFloor:
             return torch.randint(0, classes, (n, *size), generator=generator).to(device)
 
         b_l, b_u = t.batch_size, t.unlabeled_batch_size
-        n_student, self.teacher_inputs, self.fp = b_l, [], None
+        n_student, self.teacher_inputs = b_l, []
         if step.semi_supervised:
             self.teacher_inputs = [images(b_u, scaled_size(size, s, step.size_divisor)) for s in step.scales]
-            unimatch = isinstance(step, UniMatchStep)
-            n_student += b_u * ((2 if unimatch else 1) + (1 if step.masked else 0))
-            if unimatch:  # the feature-perturbed forward of the weak view
-                self.fp = (images(b_u), targets(b_u))
+            # UniMatch: two strong views and the feature-perturbed weak view, all in the one student pass
+            unsupervised_views = 3 if isinstance(step, UniMatchStep) else 1
+            n_student += b_u * (unsupervised_views + (1 if step.masked else 0))
         self.views = (images(n_student), targets(n_student))
-        self.student_images = n_student + (b_u if self.fp else 0)
+        self.student_images = n_student
         self.teacher = trainer.teacher if trainer.teacher is not None else shared_teacher(trainer.model)
         self.student, self.optimizer, self.device = trainer.student, trainer.optimizer, device
         self.timer = PhaseTimer(enabled=True, device=device)
@@ -145,8 +144,6 @@ class NetworkFloor:
         with timer.section("student"):
             x, y = self.views
             loss = F.cross_entropy(self.student(x), y)
-            if self.fp is not None:
-                loss = loss + F.cross_entropy(self.student(self.fp[0]), self.fp[1])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         with timer.section("optimizer"):

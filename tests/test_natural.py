@@ -242,7 +242,7 @@ def test_pretrained_torchvision_state_dict(tmp_path, capsys, r50):
 def test_head_lr_multiplier_and_perturbation_taps(r50):
     from maskmatch_med.config import load_recipe
     from maskmatch_med.engine.trainer import build_optimizer, poly_lr
-    from maskmatch_med.method.perturbation import encoder_blocks, perturbed_encoder
+    from maskmatch_med.method.perturbation import feature_taps, perturbed_encoder
 
     recipe = load_recipe(Path("recipes/voc.yaml"))
     model = r50
@@ -250,7 +250,7 @@ def test_head_lr_multiplier_and_perturbation_taps(r50):
     assert [g["lr"] for g in groups] == [pytest.approx(0.001), pytest.approx(0.01)]
     assert sum(p.numel() for p in groups[0]["params"]) == sum(p.numel() for p in model.backbone.parameters())
     assert poly_lr(0.001, 0, 10, 0.9) * groups[1]["lr_mult"] == pytest.approx(0.01)
-    assert encoder_blocks(model) == [model.low_level, model.high_level]
+    assert [tap.module for tap in feature_taps(model)] == [model.low_level, model.high_level]
     model.eval()
     x = torch.randn(1, 3, 33, 33)
     with torch.no_grad():

@@ -1,34 +1,60 @@
 """UniMatch as a base: feature perturbation on encoder features, and the loss weights."""
 
+import copy
+
 import pytest
 import torch
 
 from maskmatch_med.config import MethodConfig, ModelConfig, WeakAugConfig
-from maskmatch_med.method.perturbation import channel_dropout, encoder_blocks, perturbed_encoder
+from maskmatch_med.method.perturbation import channel_dropout, feature_taps, perturbed_encoder
 from maskmatch_med.method.steps import Batch, UniMatchStep, build_step
 from maskmatch_med.models import build_model
 
 
-@pytest.mark.parametrize("name, blocks", [("unet", 3), ("basicunet", 5)])
-def test_encoder_blocks_found(name, blocks):
-    model = build_model(ModelConfig(name=name, channels=[4, 8, 16], strides=[2, 2]), 2, 1, 4)
-    assert len(encoder_blocks(model)) == blocks
+NETWORKS = {
+    "unet": ModelConfig(name="unet", channels=[4, 8, 16], strides=[2, 2], num_res_units=0),
+    "basicunet": ModelConfig(name="basicunet", channels=[4, 4, 8, 8, 16, 4], strides=[2, 2, 2, 2, 2]),
+    "dynunet": ModelConfig(name="dynunet", spatial_dims=3, channels=[4, 8, 16], strides=[2, 2]),
+}
+TAPS = {"unet": 3, "basicunet": 4, "dynunet": 2}  # hooks reading every encoder level (skips and bottleneck)
 
 
-def test_feature_perturbation_changes_output_only_when_on():
+def _network(name):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(channels=[4, 8, 16], strides=[2, 2], num_res_units=0), 2, 1, 3).eval()
-    x = torch.randn(2, 1, 32, 32)
+    config = NETWORKS[name]
+    model = build_model(config, config.spatial_dims, 1, 3).eval()
+    return model, torch.randn(4, 1, *([32, 32] if config.spatial_dims == 2 else [16, 16, 16]))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_perturbation_changes_only_the_chosen_rows_and_only_when_on(name):
+    model, x = _network(name)
+    assert len(feature_taps(model)) == TAPS[name]
     with torch.no_grad():
         plain = model(x)
-        with perturbed_encoder(model, 0.5, torch.Generator().manual_seed(1)):
+        with perturbed_encoder(model, 0.5, torch.Generator().manual_seed(1), rows=slice(2, None)):
             perturbed = model(x)
         with perturbed_encoder(model, 0.0):
             unperturbed = model(x)
         after = model(x)
-    assert not torch.allclose(plain, perturbed)
+    assert torch.equal(perturbed[:2], plain[:2])  # eval mode: rows outside `rows` are untouched
+    assert not torch.allclose(perturbed[2:], plain[2:])
     assert torch.equal(plain, unperturbed) and torch.equal(plain, after)
-    assert all(not block._forward_hooks for block in encoder_blocks(model))
+    assert all(not tap.module._forward_hooks and not tap.module._forward_pre_hooks for tap in feature_taps(model))
+
+
+def test_encoder_stays_clean_under_perturbation():
+    """UniMatch drops channels of the features the decoder reads; the encoder itself runs cleanly, so the
+    deepest encoder block sees the same input with and without perturbation."""
+    model, x = _network("unet")
+    bottom = feature_taps(model)[-1].module
+    seen = []
+    bottom.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    with torch.no_grad():
+        plain = model(x)
+        with perturbed_encoder(model, 0.5, torch.Generator().manual_seed(1)):
+            perturbed = model(x)
+    assert torch.equal(seen[0], seen[1]) and not torch.allclose(plain, perturbed)
 
 
 def test_channel_dropout_drops_whole_channels_and_rescales():
@@ -37,6 +63,22 @@ def test_channel_dropout_drops_whole_channels_and_rescales():
     per_channel = y.flatten(2)
     assert ((per_channel == 0).all(-1) | (per_channel == 2.0).all(-1)).all()
     assert 0.2 < (per_channel[..., 0] == 0).float().mean() < 0.8
+    rows = channel_dropout(x, 0.5, torch.Generator().manual_seed(0), rows=slice(1, 3))
+    assert torch.equal(rows[0], x[0]) and torch.equal(rows[3], x[3]) and not torch.equal(rows[1:3], x[1:3])
+
+
+def test_unimatch_step_is_one_forward_pass():
+    """The perturbed view shares the pass (and BatchNorm statistics) of the other views, so running
+    statistics are never updated from a perturbed-only batch."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[4, 8, 16], strides=[2, 2], num_res_units=0), 2, 1, 4)
+    teacher = copy.deepcopy(model).eval()
+    calls = []
+    model.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    step = build_step(MethodConfig(name="unimatch", conf_thresh=0.0), WeakAugConfig(), size_divisor=4)
+    batch = Batch(torch.randn(2, 1, 32, 32), torch.randint(0, 4, (2, 32, 32)), torch.randn(3, 1, 32, 32))
+    step(model, teacher, batch, torch.Generator().manual_seed(0))
+    assert calls == [2 + 3 * 3]  # labeled, two strong views, the perturbed weak view
 
 
 def run_step(method: MethodConfig):

@@ -176,8 +176,10 @@ class UniMatchStep(ConsistencyStep):
     weak view, L = (L_x + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2. As MaskMatch's base, the masked view
     (of the first strong view, or of the weak view) joins inside the average with weight lambda_m.
 
-    The perturbed view is a second forward pass with channel dropout on the encoder features, rather
-    than UniMatch's decoding of shared encoder features: same perturbation, one more encoder pass.
+    The weak view joins the same forward pass as the other views, and only its rows decode
+    channel-dropped encoder features (method/perturbation.py): its encoder pass is clean and its batch
+    statistics are shared with the other views, as in UniMatch. A separate perturbed-only pass would
+    feed BatchNorm running statistics (and through EMA, the teacher's) with perturbed features.
     """
 
     WEIGHTS = {"loss_x": 1.0, "loss_s1": 0.25, "loss_s2": 0.25, "loss_fp": 0.5}
@@ -193,9 +195,11 @@ class UniMatchStep(ConsistencyStep):
                 masked_u, masked_targets, masked_valid = self.masked_view(strong1, targets1, valid1, weak_u, targets, valid, generator)
                 views.append(masked_u)
         with timer.section("student"):
-            logits = student(torch.cat(views)).split([v.shape[0] for v in views])
-            with perturbed_encoder(student, m.fp_dropout, generator):
-                fp_logits = student(weak_u)
+            views.append(weak_u)  # decoded from perturbed features: the last rows of the batch
+            batch_views = torch.cat(views)
+            with perturbed_encoder(student, m.fp_dropout, generator, rows=slice(batch_views.shape[0] - weak_u.shape[0], None)):
+                logits = student(batch_views).split([v.shape[0] for v in views])
+            fp_logits = logits[-1]
 
             terms = {
                 "loss_x": self.supervised(logits[0], labels),
