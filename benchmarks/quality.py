@@ -3,7 +3,9 @@
 Every row trains from scratch with the same iteration budget and data, selects its checkpoint on the
 validation patients and is scored on the test patients (3D Dice per class and HD95 in mm), for
 several seeds. Each finished run is saved to benchmarks/results/quality_runs/<run>.json, so an
-interrupted benchmark resumes where it stopped; the tables are rebuilt from those files.
+interrupted benchmark resumes where it stopped; the tables are rebuilt from those files. Several
+processes may share one plan (each claims a run before starting it, `<run>.claim`): on a 2-core CPU,
+two processes with OMP_NUM_THREADS=1 finish the plan sooner than one with two threads.
 
     .venv/bin/python benchmarks/quality.py --list            # the plan
     .venv/bin/python benchmarks/quality.py                   # run what is missing, then tabulate
@@ -20,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from common import REPO, RESULTS, machine, save
 
 from maskmatch_med.config import load_recipe
@@ -92,6 +96,25 @@ def da_plan() -> list[Row]:
 def run_key(row: Row, seed: int, iterations: int) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in row.name.lower()).strip("-")
     return f"{row.group}__{slug}__l{row.labeled}__s{seed}__it{iterations}"
+
+
+def claim(runs_dir: Path, key: str) -> bool:
+    """True when this process may run `key`: not finished, and not claimed by a process still alive."""
+    if (runs_dir / f"{key}.json").is_file():
+        return False
+    path = runs_dir / f"{key}.claim"
+    for _ in range(2):
+        try:
+            with open(path, "x") as handle:
+                handle.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            try:
+                os.kill(int(path.read_text() or 0), 0)
+                return False  # another process is running it
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # left by a process that was killed: take it over
+    return False
 
 
 def ensure_data() -> tuple[Path, Path]:
@@ -172,7 +195,7 @@ def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) ->
         "row": row.name, "group": row.group, "labeled": row.labeled, "seed": seed, "iterations": iterations,
         "overrides": list(row.overrides), "best_val_dice": result.best_score, "best_iteration": result.best_iteration,
         "test": {cls: {m: report.summary[cls][m]["mean"] for m in ("dice", "hd95_mm")} for cls in [*report.class_names, "mean"]},
-        "seconds": time.perf_counter() - started, "commit": machine()["commit"],
+        "seconds": time.perf_counter() - started, "commit": machine()["commit"], "threads": torch.get_num_threads(),
     }
 
 
@@ -269,9 +292,17 @@ def main() -> None:
             run = lambda row, seed: run_one(row, seed, args.iterations, data, manifest)
         runs_dir.mkdir(parents=True, exist_ok=True)
         for index, (row, seed) in enumerate(todo, 1):
+            key = run_key(row, seed, args.iterations)
+            if not claim(runs_dir, key):
+                continue  # finished or being run by another process
             print(f"[{index}/{len(todo)}] {row.name}, labeled {row.labeled}, seed {seed}", flush=True)
-            record = run(row, seed)
-            (runs_dir / f"{run_key(row, seed, args.iterations)}.json").write_text(json.dumps(record, indent=2) + "\n")
+            try:
+                record = run(row, seed)
+                partial = runs_dir / f"{key}.json.partial"
+                partial.write_text(json.dumps(record, indent=2) + "\n")
+                partial.replace(runs_dir / f"{key}.json")
+            finally:
+                (runs_dir / f"{key}.claim").unlink(missing_ok=True)
             scores = record["test"]["target"] if args.task == "da" else record["test"]
             print(f"    {'target ' if args.task == 'da' else ''}test Dice {scores['mean']['dice']:.4f}, {record['seconds'] / 60:.1f} min", flush=True)
     if args.task == "da":
