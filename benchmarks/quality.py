@@ -228,7 +228,8 @@ def tabulate(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Path 
     text = "\n".join(lines) + (
         f"\n\nPhantom: {PATIENTS} patients (seed 2024), 6 validation / 10 test / 24 training; demo recipe (128x128 slices, "
         f"small MONAI UNet, AdamW), {iterations} iterations per run, checkpoint chosen on validation Dice, scored on test. "
-        f"mean ± std over seeds. Total training+evaluation time of the runs shown: {wall / 3600:.1f} h."
+        f"mean ± std over seeds. Training+evaluation time summed over the runs shown: {wall / 3600:.1f} h "
+        f"(each run's time, commit and torch threads are in quality_runs/; runs may have shared the cores)."
     )
     return text, {"rows": summary, "wall_seconds": wall}
 
