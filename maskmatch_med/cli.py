@@ -105,11 +105,9 @@ def check_data(
         return
     semi_supervised = config.method.name != "supervised"
     if config.model.spatial_dims == 3:  # the same recipe checks `train` runs before reading any volume
-        from maskmatch_med.engine.volume_training import check_volume_recipe, require_datalist_sections
+        from maskmatch_med.engine.volume_training import check_volume_run
 
-        check_volume_recipe(config)
-        if config.data.layout == "datalist":
-            require_datalist_sections(config.data.datalist, semi_supervised)
+        check_volume_run(config, semi_supervised)
     splits = resolve_splits(config.data)
     loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=semi_supervised)
     for name, cases in splits.items():

@@ -58,10 +58,15 @@ def check_volume_recipe(recipe: Recipe) -> None:
             raise UserError(f"method.ensemble.scales: {scale} needs 3 values (in-plane, in-plane, slice) for 3D")
 
 
-def volume_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
+def check_volume_run(recipe: Recipe, semi_supervised: bool) -> None:
+    """The recipe and datalist checks a 3D run needs before any volume is read (train and check-data)."""
     check_volume_recipe(recipe)
     if recipe.data.layout == "datalist":
         require_datalist_sections(recipe.data.datalist, semi_supervised)
+
+
+def volume_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
+    check_volume_run(recipe, semi_supervised)
     splits = resolve_splits(recipe.data)
     loaded, problems = check_splits(splits, recipe.data.num_classes, semi_supervised)
     require_clean(problems)
