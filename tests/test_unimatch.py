@@ -65,6 +65,10 @@ def test_channel_dropout_drops_whole_channels_and_rescales():
     assert 0.2 < (per_channel[..., 0] == 0).float().mean() < 0.8
     rows = channel_dropout(x, 0.5, torch.Generator().manual_seed(0), rows=slice(1, 3))
     assert torch.equal(rows[0], x[0]) and torch.equal(rows[3], x[3]) and not torch.equal(rows[1:3], x[1:3])
+    first = channel_dropout(x, 0.5, torch.Generator().manual_seed(0), rows=slice(1, 3), channels=10)
+    sliced = channel_dropout(x[:, :10], 0.5, torch.Generator().manual_seed(0), rows=slice(1, 3))
+    assert torch.equal(first[:, :10], sliced)  # the same draws as dropping a slice of the first 10 channels...
+    assert torch.equal(first[:, 10:], x[:, 10:])  # ...and the skip connection's inner channels pass unchanged
 
 
 def test_unimatch_step_is_one_forward_pass():

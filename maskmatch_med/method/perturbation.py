@@ -62,28 +62,29 @@ def feature_taps(model: nn.Module) -> list[Tap]:
     raise TypeError(f"feature perturbation does not know the encoder of {type(model).__name__}")
 
 
-def channel_dropout(features: torch.Tensor, p: float, generator: torch.Generator | None, rows: slice = slice(None)) -> torch.Tensor:
+def channel_dropout(features: torch.Tensor, p: float, generator: torch.Generator | None, rows: slice = slice(None),
+                    channels: int | None = None) -> torch.Tensor:
     """Zero whole channels with probability p per (sample, channel) of the samples `rows`, rescaling the
-    kept ones by 1/(1-p); the other samples pass unchanged."""
+    kept ones by 1/(1-p); the other samples, and the channels from `channels` on, pass unchanged.
+
+    One multiply by a per-(sample, channel) scale, so a partly perturbed output is never split and
+    re-concatenated; a scale of exactly 1 leaves the untouched values bit-identical."""
     if p <= 0:
         return features
+    channels = features.shape[1] if channels is None else channels
     trailing = (1,) * (features.ndim - 2)
     count = len(range(features.shape[0])[rows])
-    keep = torch.rand((count, features.shape[1], *trailing), generator=generator, device=generator.device if generator else features.device) >= p
+    keep = torch.rand((count, channels, *trailing), generator=generator, device=generator.device if generator else features.device) >= p
     scale = torch.ones((features.shape[0], features.shape[1], *trailing), device=features.device, dtype=features.dtype)
-    scale[rows] = keep.to(features.device, features.dtype) / (1.0 - p)
+    scale[rows, :channels] = keep.to(features.device, features.dtype) / (1.0 - p)
     return features * scale
 
 
 def _hook(tap: Tap, drop) -> torch.utils.hooks.RemovableHandle:
     if tap.kind == "output":
         return tap.module.register_forward_hook(lambda _m, _i, out: drop(out))
-    if tap.kind == "skip":
-        def drop_skip_channels(_m, inputs, out):
-            channels = inputs[0].shape[1]
-            return torch.cat([drop(out[:, :channels]), out[:, channels:]], dim=1)
-
-        return tap.module.register_forward_hook(drop_skip_channels)
+    if tap.kind == "skip":  # out = cat(feature, inner(feature)): only the feature's channels are dropped
+        return tap.module.register_forward_hook(lambda _m, inputs, out: drop(out, inputs[0].shape[1]))
     return tap.module.register_forward_pre_hook(lambda _m, args: tuple(drop(a) if i in tap.inputs else a for i, a in enumerate(args)))
 
 
@@ -91,7 +92,7 @@ def _hook(tap: Tap, drop) -> torch.utils.hooks.RemovableHandle:
 def perturbed_encoder(model: nn.Module, p: float, generator: torch.Generator | None = None, rows: slice = slice(None)) -> Iterator[None]:
     """Within the block, every forward pass of `model` decodes channel-dropped encoder features for
     the samples `rows` (all by default)."""
-    handles = [_hook(tap, lambda t: channel_dropout(t, p, generator, rows)) for tap in feature_taps(model)]
+    handles = [_hook(tap, lambda t, channels=None: channel_dropout(t, p, generator, rows, channels)) for tap in feature_taps(model)]
     try:
         yield
     finally:
