@@ -335,6 +335,7 @@ def test_da_demo_recipe_trains_and_reports_per_domain(tmp_path, two_styles, run_
     code, out, err = run_cli("train", REPO / "recipes" / "da_demo.yaml", *args, "--output", tmp_path / "run")
     assert code == 0, err
     assert "best validation dice_mean/target" in out
+    assert "iteration 2: validation Dice " in out and "; target: Dice " in out  # readable, per domain
     val = list(csv.DictReader(open(tmp_path / "run" / "val_log.csv")))
     assert [int(r["iteration"]) for r in val] == [2, 4]
     assert {"dice_mean", "dice_mean/source", "dice_mean/target", "dice_LV/target", "best_dice_mean/target"} <= set(val[0])

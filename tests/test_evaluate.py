@@ -222,3 +222,20 @@ def test_float_prediction_with_fractions_is_rejected(tmp_path):
     _save(np.full(SHAPE, 0.3), pred / "a.nii.gz", dtype=np.float32)
     with pytest.raises(UserError, match="label map"):
         evaluate_folders(pred, gt_dir)
+
+
+@pytest.mark.parametrize("values, message", [(-1, "negative values"), (np.nan, "NaN or infinite")])
+def test_bad_label_values_are_rejected_as_training_rejects_them(tmp_path, values, message):
+    """evaluate and the training loaders share one label check, so they fail alike, naming the file."""
+    from maskmatch_med.data.nifti import load_label
+
+    gt_dir, pred = tmp_path / "gt", tmp_path / "pred"
+    _save(_labels(), gt_dir / "a.nii.gz")
+    arr = _labels().astype(np.float32)
+    arr[0, 0, 0] = values
+    bad = _save(arr, pred / "a.nii.gz", dtype=np.float32)
+    with pytest.raises(UserError, match=f"a.nii.gz: label map .*{message}") as from_evaluate:
+        evaluate_folders(pred, gt_dir)
+    with pytest.raises(UserError) as from_loader:
+        load_label(bad)
+    assert str(from_evaluate.value) == str(from_loader.value)

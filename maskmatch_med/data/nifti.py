@@ -33,7 +33,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _open(path: Path) -> nib.spatialimages.SpatialImage:
+def open_nifti(path: Path) -> nib.spatialimages.SpatialImage:
     if not path.exists():
         raise UserError(f"{path}: file not found")
     if not path.is_file():
@@ -77,8 +77,9 @@ def _check_3d(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise UserError(f"{path}: expected a 3D image, got {len(dims)}D of shape {dims}")
 
 
-def _read(path: Path, img, dtype) -> np.ndarray:
-    """Read the whole data block (so truncated or corrupt files fail here, not later)."""
+def read_data(path: Path, img, dtype) -> np.ndarray:
+    """The whole data block of `img`, opened from `path` (read now, so truncated or corrupt files fail
+    here, not later): floats for a floating `dtype`, the stored values otherwise."""
     try:
         if np.issubdtype(np.dtype(dtype), np.floating):
             data = np.asarray(img.get_fdata(dtype=np.float64 if np.dtype(dtype) == np.float64 else np.float32))
@@ -106,11 +107,11 @@ def load_volume(path: Path, dtype=np.float32, frame: int | None = None) -> Volum
     3D (a 4D file with a single volume is accepted), and non-finite intensities.
     """
     path = Path(path)
-    img = _open(path)
+    img = open_nifti(path)
     if frame is not None:
         img = _frame_of(path, img, frame)
     shape = _check_3d(path, img.shape)
-    data = _read(path, img, dtype).reshape(shape)
+    data = read_data(path, img, dtype).reshape(shape)
     if np.issubdtype(data.dtype, np.floating):
         finite = np.isfinite(data)
         if not finite.all():
@@ -128,18 +129,12 @@ def _smallest_int_dtype(lo: int, hi: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def load_label(path: Path, frame: int | None = None, lut: tuple[int, ...] | None = None) -> Volume:
-    """Load a 3D NIfTI label map as integers (stored integer type kept; floats converted); `frame` as
-    for `load_volume`; `lut` maps stored value v to lut[v] (a dataset's class order to ours).
+def integer_labels(path: Path, data: np.ndarray) -> np.ndarray:
+    """`data`, the stored values of the label map `path`, as integers (integer types kept, integral
+    floats converted to the smallest type that holds them).
 
-    Raises UserError (naming the file) as `load_volume` does, and for non-integral or negative labels.
-    """
-    path = Path(path)
-    img = _open(path)
-    if frame is not None:
-        img = _frame_of(path, img, frame)
-    shape = _check_3d(path, img.shape)
-    data = _read(path, img, np.int64).reshape(shape)  # raw stored values (scaling applied if any)
+    Raises UserError (naming the file) for non-finite, non-integral or negative values and for
+    unsupported data types: probabilities or an image passed as labels fail here."""
     if np.issubdtype(data.dtype, np.floating):
         if not np.isfinite(data).all():
             raise UserError(f"{path}: label map contains NaN or infinite values")
@@ -152,6 +147,21 @@ def load_label(path: Path, frame: int | None = None, lut: tuple[int, ...] | None
     if not np.issubdtype(data.dtype, np.integer):
         hi = int(data.max()) if data.size else 0
         data = data.astype(_smallest_int_dtype(0, hi))
+    return data
+
+
+def load_label(path: Path, frame: int | None = None, lut: tuple[int, ...] | None = None) -> Volume:
+    """Load a 3D NIfTI label map as integers (see `integer_labels`); `frame` as for `load_volume`;
+    `lut` maps stored value v to lut[v] (a dataset's class order to ours).
+
+    Raises UserError (naming the file) as `load_volume` and `integer_labels` do.
+    """
+    path = Path(path)
+    img = open_nifti(path)
+    if frame is not None:
+        img = _frame_of(path, img, frame)
+    shape = _check_3d(path, img.shape)
+    data = integer_labels(path, read_data(path, img, np.int64).reshape(shape))  # raw stored values (scaling applied if any)
     if lut is not None:
         hi = int(data.max()) if data.size else 0
         if hi >= len(lut):

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
+from maskmatch_med.data.nifti import NIFTI_SUFFIXES, integer_labels, is_nifti, nifti_stem, open_nifti, read_data
 from maskmatch_med.engine.metrics import CLASS_METRICS, case_metrics, quiet_monai_internal_warnings
 from maskmatch_med.engine.writers import write_text_atomic
 from maskmatch_med.errors import UserError
@@ -49,7 +49,6 @@ __all__ = [
 CSV_COLUMNS = ("case", "class", *CLASS_METRICS)
 MEAN_ROW = "mean"  # name of the class-average row in the summary and the CSV
 AFFINE_TOL = 1e-3
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 @dataclass
@@ -81,18 +80,15 @@ class EvaluationReport:
 # ----------------------------------------------------------------------------------------------- files
 
 
-def _nifti_stem(path: Path) -> str | None:
-    name = path.name
-    for suffix in _NIFTI_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
+def _case_name(path: Path) -> str | None:
+    """The case a NIfTI file holds (its name without .nii / .nii.gz); None for other files."""
+    return nifti_stem(path) if is_nifti(path) and path.name.lower() not in NIFTI_SUFFIXES else None
 
 
 def _list_predictions(pred_dir: Path) -> dict[str, Path]:
     preds: dict[str, Path] = {}
     for path in sorted(pred_dir.iterdir()):
-        stem = _nifti_stem(path)
+        stem = _case_name(path)
         if stem is None or not path.is_file():
             continue
         if stem in preds:
@@ -114,7 +110,7 @@ def _index_ground_truth(gt_dir: Path, exclude_dir: Path) -> tuple[dict[str, list
         dirs.sort()
         for fname in sorted(files):
             path = Path(root) / fname
-            stem = _nifti_stem(path)
+            stem = _case_name(path)
             if stem is None:
                 continue
             if stem.endswith("_gt") and len(stem) > 3:
@@ -184,28 +180,16 @@ def _read_class_names(pred_dir: Path) -> list[str] | None:
 
 
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """(integer label array, affine, spacing) of a NIfTI label map."""
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise UserError(f"{path}: cannot read as NIfTI ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    """(integer label array, affine, spacing) of a 2D or 3D NIfTI label map, checked as training's
+    label maps are (`integer_labels`)."""
+    img = open_nifti(path)
+    data = read_data(path, img, np.int64)
     zooms = tuple(float(z) for z in img.header.get_zooms())
     while data.ndim > 2 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim not in (2, 3):
         raise UserError(f"{path}: expected a 2D or 3D label map, got shape {tuple(img.shape)}")
-    if not np.issubdtype(data.dtype, np.integer):
-        if not np.issubdtype(data.dtype, np.floating) and data.dtype != bool:
-            raise UserError(f"{path}: expected an integer label map, got data type {data.dtype}")
-        if data.dtype != bool:
-            rounded = np.rint(data)
-            if not np.array_equal(rounded, data):
-                raise UserError(f"{path}: not a label map (non-integer values); pass label maps, not probabilities or images")
-            data = rounded
-    data = data.astype(np.int64, copy=False)
-    if data.size and int(data.min()) < 0:
-        raise UserError(f"{path}: negative label value {int(data.min())}")
+    data = integer_labels(path, data).astype(np.int64, copy=False)
     return data, np.asarray(img.affine, dtype=np.float64), zooms[: data.ndim]
 
 

@@ -9,6 +9,32 @@ from pathlib import Path
 import numpy as np
 
 
+HEADLINES = {"dice_mean": "Dice", "miou": "mIoU"}  # a validator's summary metric and how people call it
+PER_CLASS_PREFIXES = ("dice_", "iou_")
+
+
+def validation_summary(metrics: dict[str, float]) -> str:
+    """One readable line from a validator's metric keys (which stay as they are in the CSV and
+    TensorBoard): `Dice 0.680 (RV 0.512, Myo 0.590, LV 0.782)`; a metric group `key/group` (domain
+    adaptation's source, target and domains) becomes `group: Dice ...`."""
+    groups: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        name, _, group = key.partition("/")
+        groups.setdefault(group, {})[name] = value
+    parts = []
+    for group, values in groups.items():
+        headline = next((key for key in HEADLINES if key in values), None)
+        details = [
+            f"{key.split('_', 1)[1] if key.startswith(PER_CLASS_PREFIXES) else key} {value:.3f}"
+            for key, value in values.items() if key != headline
+        ]
+        text = f"{HEADLINES[headline]} {values[headline]:.3f}" if headline else ""
+        if details:
+            text = f"{text} ({', '.join(details)})" if text else ", ".join(details)
+        parts.append(f"{group}: {text}" if group else text)
+    return "; ".join(parts)
+
+
 class RunLog:
     """Append-only logs in the run directory; safe to reopen when a run resumes."""
 

@@ -17,7 +17,7 @@ from maskmatch_med.config import Recipe
 from maskmatch_med.data.sampling import EpochSampler
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
 from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
-from maskmatch_med.engine.run_log import RunLog
+from maskmatch_med.engine.run_log import RunLog, validation_summary
 from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.training_data import TrainingData, build_training_data
 from maskmatch_med.engine.writers import write_text_atomic
@@ -310,8 +310,7 @@ class Trainer:
         log.log("val", done, {**metrics, f"best_{score_key}": self.best_score})
         for index, rgb in enumerate(previews):
             log.image(f"val/case{index}", rgb, done)
-        summary = ", ".join(f"{key} {value:.3f}" for key, value in metrics.items())
-        bar.write(f"iteration {done}: validation {summary} (best {score_key} {self.best_score:.3f} @ {self.best_iteration})")
+        bar.write(f"iteration {done}: validation {validation_summary(metrics)}; best {score_key} {self.best_score:.3f} @ {self.best_iteration}")
 
 
 def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:
