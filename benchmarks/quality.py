@@ -80,6 +80,9 @@ def plan() -> list[Row]:
         ("patch size 16", ("method.mask.patch_size=16",)),
         ("scales [0.9, 1.0, 1.1]", ("method.ensemble.scales=[0.9,1.0,1.1]",)),
         ("scales [0.5, 1.0, 1.5]", ("method.ensemble.scales=[0.5,1.0,1.5]",)),
+        # The loss on pseudo-labels: soft Dice (UniMatch's medical recipe) against the default cross-entropy,
+        # which background pixels dominate.
+        ("pseudo-label loss Dice", ("method.unsupervised_loss=dice",)),
     ]
     # The ablations' reference: the main MaskMatch row (demo recipe: mask ratio 0.7, patch size 8, scales [0.75, 1.0, 1.25]).
     full = next(r for r in rows if r.name == "maskmatch (fixmatch base)" and r.labeled == 3)
