@@ -83,6 +83,7 @@ def plan() -> list[Row]:
         # The loss on pseudo-labels: soft Dice (UniMatch's medical recipe) against the default cross-entropy,
         # which background pixels dominate.
         ("pseudo-label loss Dice", ("method.unsupervised_loss=dice",)),
+        ("fusion max", ("method.ensemble.fuse=max",)),  # the scales' maximum probability instead of their mean
     ]
     # The ablations' reference: the main MaskMatch row (demo recipe: mask ratio 0.7, patch size 8, scales [0.75, 1.0, 1.25]).
     full = next(r for r in rows if r.name == "maskmatch (fixmatch base)" and r.labeled == 3)
