@@ -26,7 +26,9 @@ def ensure_demo_data(root: Path = REPO / "demo_data" / "acdc") -> Path:
 
 def machine() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+    # Changed result files (this very table, runs finished meanwhile) say nothing about the code measured.
+    status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"]
+    dirty = bool(subprocess.run(status, cwd=REPO, capture_output=True, text=True).stdout.strip())
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit + ("-dirty" if dirty else ""),
