@@ -16,7 +16,7 @@ from maskmatch_med.errors import UserError
 
 app = typer.Typer(
     name="maskmatch-med",
-    help="MaskMatch semi-supervised segmentation: synth data, train, predict, evaluate.",
+    help="MaskMatch semi-supervised segmentation: synth data, train, predict, evaluate, compare.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -175,6 +175,29 @@ def evaluate(
         typer.echo("\n" + format_domain_table(report))
     if output:
         typer.echo(f"report written to {output}")
+
+
+@app.command()
+def compare(
+    reports: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more NAME=REPORT.csv, reports written by evaluate --output; differences are the first minus each other.",
+            metavar="NAME=REPORT.csv",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[Optional[Path], typer.Option("--output", help="Also write the comparison as CSV.")] = None,
+) -> None:
+    """Evaluate reports side by side: Dice per class, mean Dice, HD95 and ASD, and the first minus the others."""
+    from maskmatch_med.engine.compare import format_comparison_table, load_reports, write_comparison_csv
+
+    loaded = load_reports(reports)
+    if output:
+        write_comparison_csv(loaded, output)
+    typer.echo(format_comparison_table(loaded))
+    if output:
+        typer.echo(f"comparison written to {output}")
 
 
 @app.command("export-frames")
