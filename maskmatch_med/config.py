@@ -146,7 +146,9 @@ class ModelConfig(Section):
 
 class EnsembleConfig(Section):
     scales: list[Scale] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
-    fuse: Literal["mean", "max"] = "mean"
+    fuse: Literal["mean", "max", "vote"] = Field(
+        "mean", description="mean / max of the scales' probabilities, or vote: the mean's label, valid where most scales confidently agree"
+    )
 
     @field_validator("scales")
     @classmethod
@@ -195,6 +197,21 @@ class WeakAugConfig(Section):
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class PseudoLabelConfig(Section):
+    """Which teacher pixels teach the student, and how much (method/pseudo_labels.py)."""
+
+    threshold: Literal["fixed", "classwise"] = Field(
+        "fixed", description="fixed: conf_thresh for every class; classwise: conf_thresh scaled by each class's EMA confidence (FlexMatch)"
+    )
+    class_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="classwise: EMA momentum of the per-class confidence")
+    weighting: Literal["threshold", "quality"] = Field(
+        "threshold", description="threshold: valid pixels only; quality: every pixel, weighted by its image's share of confident pixels (MIC/DAFormer)"
+    )
+    balance: Literal["none", "class"] = Field(
+        "none", description="class: each pseudo-label class contributes equally to the unsupervised loss (instead of by its pixel count)"
+    )
+
+
 class MethodConfig(Section):
     name: Literal["supervised", "fixmatch", "unimatch", "maskmatch"] = "maskmatch"
     base: Literal["fixmatch", "unimatch"] = Field("fixmatch", description="the framework MaskMatch is plugged into")
@@ -210,6 +227,13 @@ class MethodConfig(Section):
     lambda_m: float = Field(1.0, ge=0.0, description="weight of the masked-modeling loss L_m")
     teacher: Literal["ema", "shared"] = "ema"
     ema_momentum: float = Field(0.99, ge=0.0, le=1.0)
+    warmup_iterations: int = Field(0, ge=0, description="supervised-only iterations first; the EMA teacher then restarts from the student")
+    rampup_iterations: int = Field(0, ge=0, description="sigmoid ramp of lambda_u and lambda_m over this many iterations after the warm-up")
+    mix: Literal["cutmix", "bcp"] = Field(
+        "cutmix", description="cutmix: between unlabeled images; bcp: bidirectional copy-paste between labeled and unlabeled images"
+    )
+    bcp_box: float = Field(2 / 3, gt=0.0, le=1.0, description="bcp: box side as a fraction of each spatial axis (BCP: 2/3)")
+    pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)
     strong_aug: StrongAugConfig = Field(default_factory=StrongAugConfig)

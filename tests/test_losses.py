@@ -129,3 +129,48 @@ def test_ce_dice_ignored_pixels_do_not_dilute_the_dice_term():
     # wrong where ignored, right elsewhere: both terms ~0
     logits = torch.where(ignore.unsqueeze(1), perfect.roll(1, dims=1), perfect)
     assert supervised_loss(logits, target.masked_fill(ignore, 255), kind="ce_dice").item() < 1e-4
+
+
+def test_pseudo_label_loss_float_weights_and_bool_agree():
+    logits = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 3, (2, 5, 5), generator=torch.Generator().manual_seed(1))
+    valid = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(2)) > 0.5
+    torch.testing.assert_close(pseudo_label_loss(logits, labels, valid), pseudo_label_loss(logits, labels, valid.float()))
+    half = pseudo_label_loss(logits, labels, valid.float() * 0.5)
+    torch.testing.assert_close(half, pseudo_label_loss(logits, labels, valid) / 2)
+
+
+def test_class_balanced_pseudo_label_loss_gives_each_class_equal_weight():
+    # 9 background pixels with CE a, 1 foreground pixel with CE b: balanced = total weight 10 split 5 / 5
+    logits = torch.zeros(1, 2, 1, 10)
+    logits[0, 1, 0, 9] = 2.0  # the foreground pixel
+    labels = torch.zeros(1, 1, 10, dtype=torch.long)
+    labels[0, 0, 9] = 1
+    valid = torch.ones(1, 1, 10, dtype=torch.bool)
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")[0, 0]
+    a, b = ce[0].item(), ce[9].item()
+    plain = pseudo_label_loss(logits, labels, valid)
+    balanced = pseudo_label_loss(logits, labels, valid, balance="class")
+    assert plain.item() == pytest.approx((9 * a + b) / 10)
+    assert balanced.item() == pytest.approx((5 * a + 5 * b) / 10)
+    # nothing valid: exactly zero either way
+    assert pseudo_label_loss(logits, labels, torch.zeros_like(valid), balance="class").item() == 0.0
+    with pytest.raises(ValueError, match="balance"):
+        pseudo_label_loss(logits, labels, valid, balance="focal")
+
+
+def test_pseudo_label_dice_ignores_classes_absent_from_the_targets():
+    """An absent class must not be pushed to zero everywhere (the collapse of an unseen RV)."""
+    logits = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, :2] = 2  # classes 0 and 2 present, class 1 absent
+    valid = torch.ones(1, 4, 4, dtype=torch.bool)
+    loss = pseudo_label_dice_loss(logits, labels, valid)
+    loss.backward()
+    probs = torch.softmax(logits.detach(), 1)
+    onehot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
+    dice = lambda c: (2 * (probs[:, c] * onehot[:, c]).sum()) / (probs[:, c].sum() + onehot[:, c].sum())
+    assert loss.item() == pytest.approx(1 - (dice(0) + dice(2)).item() / 2, abs=1e-4)
+    # all invalid: zero, with a gradient path
+    zero = pseudo_label_dice_loss(logits, labels, torch.zeros_like(valid))
+    assert zero.item() == 0.0 and zero.requires_grad

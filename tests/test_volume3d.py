@@ -20,7 +20,7 @@ from maskmatch_med.data.volumes import from_network, network_grid, prepare_image
 from maskmatch_med.engine.inference3d import axis_scales, predict_volume_3d
 from maskmatch_med.method.ema import make_teacher
 from maskmatch_med.method.ensemble import multiscale_probabilities
-from maskmatch_med.method.steps import Batch, ConsistencyStep, build_step
+from maskmatch_med.method.steps import Batch, ConsistencyStep, PseudoLabels, build_step
 from maskmatch_med.models import build_model
 from maskmatch_med.models3d import PadToMultiple, axis_divisors, dynunet_kernels
 
@@ -54,6 +54,10 @@ def _nifti(path, data, spacing, oblique=True, dtype=np.int16):
 # ------------------------------------------------------------------------------ masking, ensembling
 
 
+def _pseudo(targets, valid):
+    return PseudoLabels(targets, valid.float(), valid, torch.ones_like(valid), 4)
+
+
 def _masking_step(ratio: float = 0.7) -> ConsistencyStep:
     method = MethodConfig(mask={"patch_size": [8, 8, 2], "ratio": ratio, "fill": 0.0})
     return build_step(method, WeakAugConfig(), 1)
@@ -63,7 +67,7 @@ def test_3d_masked_view_drops_whole_per_axis_patches_at_the_ratio():
     step = _masking_step()
     view = torch.randn(8, 1, 32, 32, 8) + 5.0  # never 0, so dropped voxels are exactly the zeros
     targets, valid = torch.zeros(8, 32, 32, 8, dtype=torch.long), torch.ones(8, 32, 32, 8, dtype=torch.bool)
-    masked, masked_targets, _ = step.masked_view(view, targets, valid, view, targets, valid, _gen(1))
+    masked, masked_targets, _ = step.masked_view(view, targets, valid, view, _pseudo(targets, valid), _gen(1))
     dropped = masked[:, 0] == 0
     blocks = dropped.reshape(8, 4, 8, 4, 8, 4, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(8, 64, -1)
     assert torch.all(blocks.all(-1) | (~blocks).all(-1))  # (8, 8, 2) voxel patches, entirely in or out
@@ -77,9 +81,9 @@ def test_3d_masking_is_deterministic_with_a_seed():
     step = _masking_step(0.5)
     view = torch.randn(2, 1, 16, 16, 8)
     t, v = torch.zeros(2, 16, 16, 8, dtype=torch.long), torch.ones(2, 16, 16, 8, dtype=torch.bool)
-    a = step.masked_view(view, t, v, view, t, v, _gen(7))[0]
-    b = step.masked_view(view, t, v, view, t, v, _gen(7))[0]
-    c = step.masked_view(view, t, v, view, t, v, _gen(8))[0]
+    a = step.masked_view(view, t, v, view, _pseudo(t, v), _gen(7))[0]
+    b = step.masked_view(view, t, v, view, _pseudo(t, v), _gen(7))[0]
+    c = step.masked_view(view, t, v, view, _pseudo(t, v), _gen(8))[0]
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -105,17 +109,19 @@ def test_3d_ensemble_identity_at_scale_one_and_per_axis_scales_keep_the_slice_ax
     assert torch.allclose(probs.sum(1), torch.ones(()), atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["maskmatch", "unimatch"])
+@pytest.mark.parametrize("method", ["maskmatch", "unimatch", "bcp"])
 def test_3d_training_step_on_patches(method):
     torch.manual_seed(0)
     model = build_model(ModelConfig(**TINY_3D["model"]), 3, 1, 4)
-    config = MethodConfig(**{**TINY_3D["method"], "name": method, "conf_thresh": 0.0})
+    options = {"name": "maskmatch", "mix": "bcp", "pseudo_label": {"threshold": "classwise"}} if method == "bcp" else {"name": method}
+    config = MethodConfig(**{**TINY_3D["method"], **options, "conf_thresh": 0.0})
     step = build_step(config, WeakAugConfig(), 1)
     batch = Batch(torch.randn(2, 1, 16, 16, 4), torch.randint(0, 4, (2, 16, 16, 4)), torch.randn(2, 1, 16, 16, 4))
     out = step(model, make_teacher(model), batch, _gen(0))
     out.loss.backward()
     assert torch.isfinite(out.loss)
-    assert out.logs["valid_frac"] == 1.0 and ("loss_m" in out.logs) == (method == "maskmatch")
+    assert out.logs["valid_frac"] == 1.0 and ("loss_m" in out.logs) == (method != "unimatch")
+    assert ("loss_bcp_out" in out.logs) == (method == "bcp")
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 

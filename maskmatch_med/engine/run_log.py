@@ -52,17 +52,35 @@ class RunLog:
         record = {"kind": kind, "iteration": iteration, **values}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
-        csv_path = self.run_dir / f"{kind}_log.csv"
-        fields = ["iteration", *values]
-        new_file = not csv_path.exists()
-        with open(csv_path, "a", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow({"iteration": iteration, **values})
+        self._append_csv(self.run_dir / f"{kind}_log.csv", {"iteration": iteration, **values})
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(f"{kind}/{key}", value, iteration)
+
+    def _append_csv(self, path: Path, row: dict) -> None:
+        """Append a row; when it brings new columns (the unsupervised terms start after a warm-up), the
+        file is rewritten once with the wider header, earlier rows left blank in the new columns."""
+        header = []
+        if path.exists():
+            with open(path, newline="") as stream:
+                header = next(csv.reader(stream), [])
+        new = [key for key in row if key not in header]
+        if header and new:
+            with open(path, newline="") as stream:
+                old_rows = list(csv.DictReader(stream))
+            header = header + new
+            partial = path.with_name(path.name + ".partial")
+            with open(partial, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(old_rows)
+            partial.replace(path)
+        elif not header:
+            header = list(row)
+            with open(path, "w", newline="") as stream:
+                csv.DictWriter(stream, fieldnames=header).writeheader()
+        with open(path, "a", newline="") as stream:
+            csv.DictWriter(stream, fieldnames=header, extrasaction="ignore").writerow(row)
 
     def image(self, tag: str, rgb: np.ndarray, iteration: int) -> None:
         if self.writer is not None:

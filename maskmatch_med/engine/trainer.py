@@ -23,6 +23,7 @@ from maskmatch_med.engine.training_data import TrainingData, build_training_data
 from maskmatch_med.engine.writers import write_text_atomic
 from maskmatch_med.errors import UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
+from maskmatch_med.method.schedules import unsupervised_weight
 from maskmatch_med.method.steps import Batch, build_step
 from maskmatch_med.models import build_model, size_divisor
 
@@ -63,6 +64,12 @@ def shared_teacher(student: torch.nn.Module):
             student.train()
 
     return predict
+
+
+def all_class_names(recipe: Recipe) -> list[str]:
+    """Every class's name, background first where the recipe leaves it implicit (the pseudo-label logs)."""
+    names = list(recipe.data.class_names)
+    return names if len(names) == recipe.data.num_classes else ["background", *names]
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -121,7 +128,7 @@ class Trainer:
         divisor = size_divisor(recipe.model)
         if any(s % divisor for s in recipe.data.input_size):
             raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
-        self.step = build_step(recipe.method, t.weak_aug, divisor)
+        self.step = build_step(recipe.method, t.weak_aug, divisor, class_names=all_class_names(recipe))
         self._attach_data(self._build_data(divisor))
         if t.epochs is not None:  # recorded in recipe.yaml, so a resumed run recomputes the same budget
             t.iterations = t.epochs * iterations_per_epoch(self.data, t, self.dist.world_size)
@@ -186,6 +193,7 @@ class Trainer:
             raise UserError(f"{path}: optimizer state does not fit ({error})") from None
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        self.step.load_state_dict(state.get("step_state") or {})
         generators = state["rng"]["generators"]
         if len(generators) == self.dist.world_size:
             self.generator.set_state(generators[self.dist.rank])
@@ -205,6 +213,7 @@ class Trainer:
             "inference": self.eval_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "step_state": self.step.state_dict(),  # what the method step learns over time (class-wise thresholds)
             "iteration": iteration,
             "best_score": self.best_score,
             "best_iteration": self.best_iteration,
@@ -223,16 +232,25 @@ class Trainer:
         lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
+        m = self.recipe.method
+        weight = unsupervised_weight(iteration, m.warmup_iterations, m.rampup_iterations) if self.step.semi_supervised else 0.0
+        if self.teacher is not None and iteration == m.warmup_iterations > 0:
+            # The warm-up is over: the EMA teacher restarts from the warmed-up student (BCP, SSL4MIS).
+            self.teacher.load_state_dict(self.model.state_dict())
         timer = self.timer
         with timer.section("data"):
             images, labels = self.labeled.batch(self.labeled_sampler.indices(iteration), self.generator)
-            unlabeled = unlabeled_ignore = None
-            if self.unlabeled is not None:
+            unlabeled = unlabeled_ignore = truth = None
+            if self.unlabeled is not None and weight > 0:
+                index = self.unlabeled_sampler.indices(iteration)
                 # A source may return a map that is 255 where the unlabeled image is padding (natural images).
-                unlabeled, unlabeled_ignore = self.unlabeled.batch(self.unlabeled_sampler.indices(iteration), self.generator)
+                unlabeled, unlabeled_ignore = self.unlabeled.batch(index, self.generator)
+                # Ground truth on disk for unlabeled images, if any: for the pl_* logs only.
+                truth = self.unlabeled.truth(index) if hasattr(self.unlabeled, "truth") else None
         teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            output = self.step(self.student, teacher, Batch(images, labels, unlabeled, unlabeled_ignore), self.generator)
+            batch = Batch(images, labels, unlabeled, unlabeled_ignore, truth)
+            output = self.step(self.student, teacher, batch, self.generator, weight=weight)
         if not all_ranks(self.dist, bool(torch.isfinite(output.loss)), self.device):
             bad = [k for k, v in output.logs.items() if not math.isfinite(v)] or ["loss"]
             raise UserError(
@@ -246,7 +264,10 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.teacher is not None:
-                ema_update(self.teacher, self.model, self.recipe.method.ema_momentum, step=iteration)
+                # The teacher follows the student during the warm-up too (it is what validation scores),
+                # and its EMA warm-up starts again with the restart.
+                since = iteration - m.warmup_iterations if iteration >= m.warmup_iterations else iteration
+                ema_update(self.teacher, self.model, m.ema_momentum, step=since)
         return {**output.logs, "lr": lr}
 
     def run(self) -> TrainResult:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from maskmatch_med.method.masking import _draw
 
-__all__ = ["weak_augment", "strong_augment", "colour_augment", "cutmix_box_mask", "cutmix"]
+__all__ = ["weak_augment", "strong_augment", "colour_augment", "cutmix_box_mask", "cutmix", "copy_paste_box_mask", "copy_paste"]
 
 
 def _spatial_dims(x: torch.Tensor, name: str = "images") -> int:
@@ -401,3 +401,52 @@ def cutmix(tensor: torch.Tensor, box: torch.Tensor, partner_index: torch.Tensor)
     if mask.dtype != torch.bool:
         mask = mask != 0
     return torch.where(mask.to(tensor.device), tensor[partner_index], tensor)
+
+
+# ----------------------------------------------------------------------------- bidirectional copy-paste
+
+
+def copy_paste_box_mask(
+    batch_size: int,
+    spatial_shape: Sequence[int],
+    fraction: float = 2 / 3,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """BCP's boxes, bool (B, 1, *spatial); True inside: on every spatial axis a side of round(fraction x
+    size) (at least 1 voxel) at a uniformly random position, one box per sample, in 2D and 3D alike."""
+    spatial = tuple(int(s) for s in spatial_shape)
+    if not spatial or any(s < 1 for s in spatial):
+        raise ValueError(f"spatial_shape must hold positive sizes, got {spatial_shape!r}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    b, nd = int(batch_size), len(spatial)
+    u = _draw((b, nd), generator)
+    out_device = u.device if device is None else torch.device(device)
+    mask = torch.ones((b,) + (1,) * nd, dtype=torch.bool, device=out_device)
+    for k, size in enumerate(spatial):
+        length = max(1, min(size, round(fraction * size)))
+        start = torch.floor(u[:, k] * (size - length + 1)).clamp(max=size - length).to(out_device)
+        idx = torch.arange(size, dtype=torch.float32, device=out_device)
+        inside = (idx[None, :] >= start[:, None]) & (idx[None, :] < start[:, None] + length)
+        shape = [b] + [1] * nd
+        shape[1 + k] = size
+        mask = mask & inside.view(shape)
+    return mask.unsqueeze(1)
+
+
+def copy_paste(inside: torch.Tensor, outside: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """``inside`` within the box, ``outside`` elsewhere; images (B, C, *spatial) or maps (B, *spatial).
+
+    BCP mixes both ways with the same call: labeled content into unlabeled images
+    (``copy_paste(labeled, unlabeled, box)``) and back (``copy_paste(unlabeled, labeled, box)``); mixing
+    labels, pseudo-labels and weights with the same box keeps every pixel's own target.
+    """
+    if inside.shape != outside.shape:
+        raise ValueError(f"inside {tuple(inside.shape)} and outside {tuple(outside.shape)} differ")
+    if box.ndim < 3 or box.shape[1] != 1 or box.shape[0] != inside.shape[0]:
+        raise ValueError(f"box must be (B, 1, *spatial) for {tuple(inside.shape)}, got {tuple(box.shape)}")
+    mask = box if inside.ndim == box.ndim else box[:, 0]
+    if tuple(mask.shape[-len(box.shape[2:]):]) != tuple(inside.shape[-len(box.shape[2:]):]):
+        raise ValueError(f"box {tuple(box.shape)} does not fit {tuple(inside.shape)}")
+    return torch.where(mask.to(inside.device), inside, outside)

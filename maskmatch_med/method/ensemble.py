@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["scaled_size", "multiscale_probabilities", "pseudo_labels"]
+__all__ = ["scaled_size", "scale_probabilities", "fuse_probabilities", "multiscale_probabilities", "pseudo_labels"]
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -65,6 +65,45 @@ def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
+def scale_probabilities(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    scales: Sequence[float | Sequence[float]],
+    size_divisor: int = 1,
+) -> list[torch.Tensor]:
+    """Each scale's class probabilities, on the images' own grid.
+
+    For each scale the images are resampled (bilinear / trilinear, align_corners=False; not at all when
+    the size does not change), ``predict`` gives logits, and their softmax over channels is resampled back
+    to the images' spatial size. Runs under the caller's grad mode.
+    """
+    scales = list(scales)
+    if not scales:
+        raise ValueError("scales must not be empty")
+    spatial = tuple(images.shape[2:])
+    out = []
+    for scale in scales:
+        size = scaled_size(spatial, scale, size_divisor)
+        logits = predict(_resize(images, size))
+        if logits.ndim != images.ndim or logits.shape[0] != images.shape[0]:
+            raise ValueError(f"predict returned shape {tuple(logits.shape)} for input {tuple(images.shape)}")
+        out.append(_resize(torch.softmax(logits, dim=1), spatial))
+    return out
+
+
+def fuse_probabilities(per_scale: Sequence[torch.Tensor], fuse: str = "mean") -> torch.Tensor:
+    """``"mean"`` (also the label source of ``"vote"``) averages; ``"max"`` takes the elementwise maximum
+    and renormalises to sum 1 over classes. One scale is returned as it is."""
+    if fuse not in ("mean", "max", "vote"):
+        raise ValueError(f"fuse must be 'mean', 'max' or 'vote', got {fuse!r}")
+    if len(per_scale) == 1:
+        return per_scale[0]
+    if fuse == "max":
+        fused = torch.stack(list(per_scale)).amax(dim=0)
+        return fused / fused.sum(dim=1, keepdim=True).clamp_min(torch.finfo(fused.dtype).tiny)
+    return torch.stack(list(per_scale)).mean(dim=0)
+
+
 def multiscale_probabilities(
     predict: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -74,50 +113,26 @@ def multiscale_probabilities(
 ) -> torch.Tensor:
     """Class probabilities of ``predict`` fused over several input scales.
 
-    For each scale the images are resampled (bilinear / trilinear, align_corners=False; not at all when
-    the size does not change), ``predict`` gives logits, their softmax over channels is resampled back
-    to the images' spatial size, and the results are fused: ``"mean"`` averages, ``"max"`` takes the
-    elementwise maximum and renormalises to sum 1 over classes. ``scales == [1.0]`` returns exactly
-    ``softmax(predict(images), dim=1)``. Runs under the caller's grad mode (wrap in ``torch.no_grad()``
-    for a teacher).
+    :func:`scale_probabilities`, then :func:`fuse_probabilities`: ``"mean"`` averages, ``"max"`` takes the
+    elementwise maximum and renormalises to sum 1 over classes (``"vote"`` fuses by the mean here; its
+    validity rule is :func:`maskmatch_med.method.pseudo_labels.vote_valid`). ``scales == [1.0]`` returns
+    exactly ``softmax(predict(images), dim=1)``. Runs under the caller's grad mode (wrap in
+    ``torch.no_grad()`` for a teacher).
 
     Args:
         predict: maps (B, C_in, *spatial') to logits (B, K, *spatial''); the logits' spatial size may
             differ from the input's (it is resampled to the images' size anyway).
         images: (B, C_in, *spatial).
         scales: the scales; each a float or a per-axis sequence.
-        fuse: "mean" or "max".
+        fuse: "mean", "max" or "vote".
         size_divisor: resampled sizes are rounded to a multiple of this (e.g. the network's stride).
 
     Returns:
         (B, K, *spatial) probabilities.
     """
-    if fuse not in ("mean", "max"):
-        raise ValueError(f"fuse must be 'mean' or 'max', got {fuse!r}")
-    scales = list(scales)
-    if not scales:
-        raise ValueError("scales must not be empty")
-    spatial = tuple(images.shape[2:])
-
-    fused: torch.Tensor | None = None
-    for scale in scales:
-        size = scaled_size(spatial, scale, size_divisor)
-        logits = predict(_resize(images, size))
-        if logits.ndim != images.ndim or logits.shape[0] != images.shape[0]:
-            raise ValueError(f"predict returned shape {tuple(logits.shape)} for input {tuple(images.shape)}")
-        probs = _resize(torch.softmax(logits, dim=1), spatial)
-        if fused is None:
-            fused = probs
-        elif fuse == "mean":
-            fused = fused + probs
-        else:
-            fused = torch.maximum(fused, probs)
-    assert fused is not None
-    if len(scales) == 1:
-        return fused
-    if fuse == "mean":
-        return fused / len(scales)
-    return fused / fused.sum(dim=1, keepdim=True).clamp_min(torch.finfo(fused.dtype).tiny)
+    if fuse not in ("mean", "max", "vote"):
+        raise ValueError(f"fuse must be 'mean', 'max' or 'vote', got {fuse!r}")
+    return fuse_probabilities(scale_probabilities(predict, images, scales, size_divisor), fuse)
 
 
 def pseudo_labels(probs: torch.Tensor, conf_thresh: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

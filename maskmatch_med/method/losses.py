@@ -82,54 +82,86 @@ def ohem_loss(
     return F.cross_entropy(logits, kept_target, ignore_index=-100, reduction="sum") / keep.sum().clamp_min(1)
 
 
-def pseudo_label_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against pseudo-labels on valid pixels, normalised by ALL pixels.
+def pseudo_label_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, balance: str = "none") -> torch.Tensor:
+    """Cross-entropy against pseudo-labels, weighted per pixel, normalised by ALL pixels.
 
-    ``sum over valid pixels of CE / (B * prod(spatial))`` -- DESIGN.md section 1 step 3: the loss shrinks
-    when few pixels are confident. All invalid gives exactly 0 with a (zero) gradient path.
+    ``sum over pixels of weight * CE / (B * prod(spatial))`` -- DESIGN.md section 1 step 3: the loss shrinks
+    when few pixels are confident. A bool ``valid`` is a 0/1 weight (the confident pixels); a float one
+    is a per-pixel weight (e.g. MIC's quality weight). All-zero weights give exactly 0 with a (zero)
+    gradient path.
+
+    ``balance="class"`` re-weights the pixels so that every pseudo-label class present carries the same
+    share of the total weight (which is unchanged): a few confident RV pixels then count as much as the
+    confident background, instead of 1% of it.
 
     Args:
         logits: (B, K, *spatial) student scores.
         labels: long (B, *spatial) pseudo-labels.
-        valid: bool (B, *spatial); a non-bool mask counts its non-zero entries as valid.
+        valid: bool or float (B, *spatial); a non-bool, non-float mask counts its non-zero entries as valid.
     """
-    labels, valid = _check_pseudo_labels(logits, labels, valid)
-    masked = labels.masked_fill(~valid, -100)
-    total = F.cross_entropy(logits.float(), masked, ignore_index=-100, reduction="sum")
-    return total / max(labels.numel(), 1)
+    if balance not in ("none", "class"):
+        raise ValueError(f"balance must be 'none' or 'class', got {balance!r}")
+    labels, weight = _check_pseudo_labels(logits, labels, valid)
+    labels = labels.masked_fill(weight <= 0, 0)  # weightless pixels may hold 255 (copied ground-truth padding)
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    if balance == "class":
+        weight = weight * _class_balance(labels, weight, logits.shape[1])
+    return (ce * weight).sum() / max(labels.numel(), 1)
+
+
+def _class_balance(labels: torch.Tensor, weight: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-pixel factor W / (K_present * W_c): each present class ends up with total weight W / K_present."""
+    with torch.no_grad():
+        per_class = torch.bincount(labels.flatten(), weights=weight.flatten(), minlength=num_classes)[:num_classes]
+        present = per_class > 0
+        if not bool(present.any()):
+            return torch.zeros_like(weight)
+        factor = per_class.sum() / (present.sum() * per_class.clamp_min(torch.finfo(per_class.dtype).tiny))
+        return torch.where(present, factor, torch.zeros_like(factor))[labels].to(weight.dtype)
 
 
 def _check_pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, *spatial) long labels and float32 per-pixel weights."""
     labels = _check_target(logits, labels, "labels")
     if valid.ndim == logits.ndim and valid.shape[1] == 1:
         valid = valid[:, 0]
     if valid.shape != labels.shape:
         raise ValueError(f"valid {tuple(valid.shape)} does not fit labels {tuple(labels.shape)}")
-    if valid.dtype != torch.bool:
+    if not valid.is_floating_point():
         valid = valid != 0
-    return labels, valid.to(labels.device)
+    return labels, valid.to(device=labels.device, dtype=torch.float32)
 
 
 def pseudo_label_dice_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Soft Dice against pseudo-labels on valid pixels, every class (background included) weighted
-    equally and pooled over the batch: the unlabeled loss of UniMatch's medical recipe.
+    """Soft Dice against pseudo-labels on valid pixels, every class present in the valid pseudo-labels
+    weighted equally and pooled over the batch: the unlabeled loss of UniMatch's medical recipe.
 
     Unlike per-pixel cross-entropy, a class's weight does not shrink with its area, so confident
-    background cannot drown the few confident foreground pixels of a small structure. All invalid
-    gives 0 (MONAI's smoothing terms make an empty class score 0 loss).
+    background cannot drown the few confident foreground pixels of a small structure. A class absent
+    from the valid pseudo-labels is left out: scoring it would push its probability to zero on every
+    valid pixel (the collapse of an absent RV). A float ``valid`` counts its positive entries, weighted.
+    All invalid gives 0.
     """
-    labels, valid = _check_pseudo_labels(logits, labels, valid)
-    return masked_soft_dice(logits, labels, valid)
+    labels, weight = _check_pseudo_labels(logits, labels, valid)
+    return masked_soft_dice(logits, labels, weight, present_only=True)
 
 
-def masked_soft_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def masked_soft_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, present_only: bool = False) -> torch.Tensor:
     """1 - soft Dice over all classes (background included), pooled over the batch, on valid pixels only.
 
     The mask is applied to the softmax probabilities, not to the logits (MONAI's MaskedDiceLoss masks
     its input before the softmax, which gives invalid pixels uniform probabilities that still count).
-    A class absent from the valid pixels of both maps scores 0 loss.
+    ``valid`` may be a float weight. A class absent from the valid pixels of both maps scores 0 loss;
+    with ``present_only`` the mean runs over the classes present in the valid target only.
     """
     weight = valid.unsqueeze(1).to(torch.float32)
     probs = torch.softmax(logits.float(), dim=1) * weight
-    onehot = F.one_hot(target.masked_fill(~valid, 0), logits.shape[1]).movedim(-1, 1).to(torch.float32) * weight
-    return DiceLoss(include_background=True, batch=True)(probs, onehot)
+    hard = target.masked_fill(weight[:, 0] <= 0, 0)
+    onehot = F.one_hot(hard, logits.shape[1]).movedim(-1, 1).to(torch.float32) * weight
+    if not present_only:
+        return DiceLoss(include_background=True, batch=True)(probs, onehot)
+    per_class = DiceLoss(include_background=True, batch=True, reduction="none")(probs, onehot).flatten()
+    present = onehot.sum(dim=[0, *range(2, onehot.ndim)]) > 0
+    if not bool(present.any()):
+        return (probs * 0).sum()
+    return per_class[present].mean()

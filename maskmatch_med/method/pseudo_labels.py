@@ -1,0 +1,158 @@
+"""Which teacher pixels teach the student, and with what weight (DESIGN.md section 1, step 2).
+
+A young teacher is confident mostly about background: at one global threshold the valid pixels are
+almost all background and true foreground is confidently called background more often than it is
+found. The tools here keep foreground in the pseudo-labels:
+
+- :class:`ClasswiseThreshold`: per-class thresholds from an EMA of the teacher's confidence on the
+  pixels it assigns to each class (FlexMatch's "learning effect", FreeMatch's self-adaptive
+  thresholds): ``threshold_c = conf_thresh * ema_c / max_k ema_k``, so a class the teacher is still
+  learning gets a proportionally lower bar than background.
+- :func:`vote_valid`: multi-scale ensembling by decisions: a pixel is valid where most scales
+  confidently predict the fused label (mean fusion of probabilities loses the foreground that one
+  scale is unsure of).
+- :func:`quality_weights`: MIC/DAFormer's quality estimate: every pixel keeps its argmax label and
+  the loss weight of an image is its share of confident pixels.
+- :func:`pseudo_label_stats`: what to log: the class histogram of the valid pseudo-labels and, where
+  ground truth of the unlabeled images is known, per-class precision, recall and Dice. For logging
+  only: nothing here feeds a loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["ClasswiseThreshold", "class_thresholds", "confident", "vote_valid", "quality_weights", "pseudo_label_stats"]
+
+
+class ClasswiseThreshold:
+    """Per-class confidence thresholds that follow the teacher (state: one EMA value per class).
+
+    ``update`` takes the teacher's labels and confidences; the EMA of each class's mean confidence starts
+    at the first batch that contains the class (no arbitrary initial value), and a class never predicted
+    keeps the full ``conf_thresh``. ``state_dict``/``load_state_dict`` carry it through checkpoints so a
+    resumed run continues exactly.
+    """
+
+    def __init__(self, num_classes: int, momentum: float = 0.99):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.num_classes, self.momentum = int(num_classes), float(momentum)
+        self.ema = torch.full((self.num_classes,), float("nan"))
+
+    @torch.no_grad()
+    def update(self, labels: torch.Tensor, confidence: torch.Tensor, include: torch.Tensor | None = None) -> None:
+        """labels long (B, *spatial), confidence (B, *spatial); ``include`` bool excludes padding."""
+        labels, confidence = labels.flatten(), confidence.flatten().float()
+        if include is not None:
+            keep = include.flatten()
+            labels, confidence = labels[keep], confidence[keep]
+        k = self.num_classes
+        counts = torch.bincount(labels, minlength=k)[:k].float().cpu()
+        sums = torch.bincount(labels, weights=confidence, minlength=k)[:k].float().cpu()
+        seen = counts > 0
+        batch_mean = sums / counts.clamp_min(1)
+        fresh = seen & torch.isnan(self.ema)
+        self.ema[fresh] = batch_mean[fresh]
+        old = seen & ~fresh
+        self.ema[old] = self.momentum * self.ema[old] + (1 - self.momentum) * batch_mean[old]
+
+    def thresholds(self, conf_thresh: float) -> torch.Tensor:
+        """(K,) thresholds: conf_thresh scaled by each class's confidence relative to the most confident."""
+        return class_thresholds(self.ema, conf_thresh)
+
+    def state_dict(self) -> dict:
+        return {"ema": self.ema.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        ema = torch.as_tensor(state["ema"], dtype=torch.float32)
+        if ema.shape != (self.num_classes,):
+            raise ValueError(f"classwise threshold state has {tuple(ema.shape)} classes, expected ({self.num_classes},)")
+        self.ema = ema.clone()
+
+
+def class_thresholds(class_confidence: torch.Tensor, conf_thresh: float) -> torch.Tensor:
+    """``conf_thresh * c_k / max(c)`` per class; NaN entries (classes not seen yet) get ``conf_thresh``."""
+    known = ~torch.isnan(class_confidence)
+    if not bool(known.any()):
+        return torch.full_like(class_confidence, float(conf_thresh))
+    top = class_confidence[known].max().clamp_min(torch.finfo(torch.float32).tiny)
+    scaled = float(conf_thresh) * class_confidence / top
+    return torch.where(known, scaled, torch.full_like(scaled, float(conf_thresh)))
+
+
+def confident(labels: torch.Tensor, confidence: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """bool (B, *spatial): confidence >= the threshold of the pixel's own label (thresholds (K,))."""
+    return confidence >= thresholds.to(confidence.device, confidence.dtype)[labels]
+
+
+def vote_valid(per_scale: Sequence[torch.Tensor], labels: torch.Tensor, thresholds: torch.Tensor, min_votes: int | None = None) -> torch.Tensor:
+    """Valid where at least ``min_votes`` scales (default: a majority) give the fused label a probability at
+    or above its class threshold. With one scale this is the plain threshold on that scale.
+
+    Args:
+        per_scale: the scales' probabilities, each (B, K, *spatial) on the same grid.
+        labels: long (B, *spatial), the fused label.
+        thresholds: (K,) per-class thresholds.
+    """
+    if not per_scale:
+        raise ValueError("per_scale must not be empty")
+    needed = math.ceil(len(per_scale) / 2) if min_votes is None else int(min_votes)
+    if not 1 <= needed <= len(per_scale):
+        raise ValueError(f"min_votes must be in 1..{len(per_scale)}, got {min_votes}")
+    bar = thresholds.to(labels.device)[labels]
+    votes = torch.zeros_like(labels, dtype=torch.int32)
+    for probs in per_scale:
+        label_prob = probs.gather(1, labels.unsqueeze(1))[:, 0]
+        votes += (label_prob >= bar.to(label_prob.dtype)).to(torch.int32)
+    return votes >= needed
+
+
+def quality_weights(valid: torch.Tensor, include: torch.Tensor | None = None) -> torch.Tensor:
+    """MIC/DAFormer quality weight, float (B, *spatial): every included pixel of an image weighs the share
+    of that image's included pixels that are confident (``valid``); excluded pixels (padding) weigh 0."""
+    include = torch.ones_like(valid) if include is None else include
+    dims = tuple(range(1, valid.ndim))
+    share = (valid & include).sum(dims, dtype=torch.float32) / include.sum(dims, dtype=torch.float32).clamp_min(1)
+    return share.view((-1,) + (1,) * (valid.ndim - 1)) * include.to(torch.float32)
+
+
+def pseudo_label_stats(
+    labels: torch.Tensor,
+    valid: torch.Tensor,
+    class_names: Sequence[str],
+    truth: torch.Tensor | None = None,
+    include: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Log values for the pseudo-labels of one batch (keys ``pl_*``).
+
+    ``pl_valid_frac``: share of (included) pixels that pass the threshold; ``pl_share_<class>``: the
+    class histogram of the valid pseudo-labels (sums to 1 over ``class_names``, background first).
+    With ``truth`` (long (B, *spatial), 255 = unknown), for each foreground class: ``pl_precision_<c>``
+    (valid pixels labelled c that are c), ``pl_recall_<c>`` (pixels of c that are validly labelled c)
+    and ``pl_dice_<c>``; NaN where undefined (no such pixels in the batch).
+    """
+    include = torch.ones_like(valid) if include is None else include
+    valid = valid & include
+    k = len(class_names)
+    n_valid = valid.sum().item()
+    stats = {"pl_valid_frac": n_valid / max(include.sum().item(), 1)}
+    hist = torch.bincount(labels[valid], minlength=k)[:k].float()
+    for name, count in zip(class_names, hist.tolist()):
+        stats[f"pl_share_{name}"] = count / n_valid if n_valid else 0.0
+    if truth is not None:
+        known = include & (truth != 255)
+        for c, name in enumerate(class_names):
+            if c == 0:
+                continue
+            predicted = valid & known & (labels == c)
+            actual = known & (truth == c)
+            tp = (predicted & actual).sum().item()
+            n_pred, n_true = predicted.sum().item(), actual.sum().item()
+            stats[f"pl_precision_{name}"] = tp / n_pred if n_pred else float("nan")
+            stats[f"pl_recall_{name}"] = tp / n_true if n_true else float("nan")
+            stats[f"pl_dice_{name}"] = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
+    return stats

@@ -1,0 +1,107 @@
+"""Pseudo-label selection and its logs (method/pseudo_labels.py) and the schedules (method/schedules.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from maskmatch_med.method.pseudo_labels import (
+    ClasswiseThreshold, class_thresholds, confident, pseudo_label_stats, quality_weights, vote_valid,
+)
+from maskmatch_med.method.schedules import sigmoid_rampup, unsupervised_weight
+
+
+def test_sigmoid_rampup_values():
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
+    assert sigmoid_rampup(100, 100) == 1.0 and sigmoid_rampup(500, 100) == 1.0
+    assert sigmoid_rampup(0, 0) == 1.0
+    with pytest.raises(ValueError):
+        sigmoid_rampup(-1, 10)
+
+
+def test_unsupervised_weight_waits_for_the_warmup_then_ramps():
+    assert [unsupervised_weight(i, 3, 0) for i in range(5)] == [0.0, 0.0, 0.0, 1.0, 1.0]
+    ramp = [unsupervised_weight(i, 2, 4) for i in range(8)]
+    assert ramp[:2] == [0.0, 0.0]
+    assert ramp[2] == pytest.approx(math.exp(-5)) and ramp[6] == 1.0
+    assert all(a < b for a, b in zip(ramp[2:6], ramp[3:7]))  # strictly increasing during the ramp
+
+
+def test_class_thresholds_scale_with_relative_confidence():
+    thresholds = class_thresholds(torch.tensor([0.99, 0.66, float("nan"), 0.495]), 0.9)
+    assert thresholds.tolist() == pytest.approx([0.9, 0.6, 0.9, 0.45])
+    assert class_thresholds(torch.full((3,), float("nan")), 0.8).tolist() == pytest.approx([0.8] * 3)
+
+
+def test_classwise_threshold_tracks_each_class_confidence():
+    tracker = ClasswiseThreshold(3, momentum=0.5)
+    labels = torch.tensor([[0, 0, 1, 1]])
+    tracker.update(labels, torch.tensor([[1.0, 0.8, 0.6, 0.4]]))
+    # first sight: the batch mean; class 2 never seen keeps NaN (and the full threshold)
+    assert tracker.ema[:2].tolist() == pytest.approx([0.9, 0.5]) and math.isnan(tracker.ema[2])
+    assert tracker.thresholds(0.9).tolist() == pytest.approx([0.9, 0.5, 0.9])
+    tracker.update(labels, torch.tensor([[0.9, 0.9, 0.7, 0.7]]))
+    assert tracker.ema[:2].tolist() == pytest.approx([0.9, 0.6])
+    # padding does not count
+    tracker.update(torch.tensor([[1, 1]]), torch.tensor([[0.0, 0.6]]), include=torch.tensor([[False, True]]))
+    assert tracker.ema[1].item() == pytest.approx(0.6)
+    copy = ClasswiseThreshold(3, momentum=0.5)
+    copy.load_state_dict(tracker.state_dict())
+    assert torch.equal(copy.ema.nan_to_num(-1), tracker.ema.nan_to_num(-1))
+    with pytest.raises(ValueError, match="classes"):
+        ClasswiseThreshold(4).load_state_dict(tracker.state_dict())
+
+
+def test_confident_uses_the_threshold_of_the_pixel_label():
+    labels = torch.tensor([[0, 1, 1]])
+    conf = torch.tensor([[0.9, 0.6, 0.4]])
+    assert confident(labels, conf, torch.tensor([0.95, 0.5])).tolist() == [[False, True, False]]
+
+
+def two_scales():
+    # 2 classes, 3 pixels; probabilities of class 1 per scale
+    p1 = [torch.tensor([0.99, 0.97, 0.60]), torch.tensor([0.97, 0.60, 0.99])]
+    return [torch.stack([1 - p, p])[None] for p in p1]  # (1, 2, 3) each
+
+
+def test_vote_valid_counts_confident_scales():
+    per_scale = two_scales()
+    labels = torch.ones(1, 3, dtype=torch.long)
+    bars = torch.tensor([0.95, 0.95])
+    assert vote_valid(per_scale, labels, bars).tolist() == [[True, True, True]]  # majority of 2 = 1 vote
+    assert vote_valid(per_scale, labels, bars, min_votes=2).tolist() == [[True, False, False]]
+    # mean fusion then one threshold would keep only the first pixel
+    mean = torch.stack(per_scale).mean(0)
+    assert (mean.max(1).values >= 0.95).tolist() == [[True, False, False]]
+    # one scale: the plain threshold
+    assert vote_valid(per_scale[:1], labels, bars).tolist() == [[True, True, False]]
+    with pytest.raises(ValueError):
+        vote_valid(per_scale, labels, bars, min_votes=3)
+
+
+def test_quality_weights_are_the_confident_share_per_image():
+    valid = torch.tensor([[[True, False], [False, False]], [[True, True], [True, False]]])
+    include = torch.tensor([[[True, True], [False, False]], [[True, True], [True, True]]])
+    weights = quality_weights(valid, include)
+    assert weights[0].tolist() == [[0.5, 0.5], [0.0, 0.0]]
+    assert weights[1].tolist() == [[0.75, 0.75], [0.75, 0.75]]
+
+
+def test_pseudo_label_stats_against_truth():
+    labels = torch.tensor([[0, 1, 1, 2, 2, 0]])
+    valid = torch.tensor([[True, True, True, True, False, True]])
+    truth = torch.tensor([[0, 1, 0, 2, 2, 1]])
+    stats = pseudo_label_stats(labels, valid, ["background", "RV", "LV"], truth)
+    assert stats["pl_valid_frac"] == pytest.approx(5 / 6)
+    assert [stats[f"pl_share_{c}"] for c in ("background", "RV", "LV")] == pytest.approx([0.4, 0.4, 0.2])
+    assert stats["pl_precision_RV"] == pytest.approx(0.5) and stats["pl_recall_RV"] == pytest.approx(0.5)
+    assert stats["pl_dice_RV"] == pytest.approx(0.5)
+    assert stats["pl_precision_LV"] == 1.0 and stats["pl_recall_LV"] == 0.5 and stats["pl_dice_LV"] == pytest.approx(2 / 3)
+    assert "pl_dice_background" not in stats
+    # unknown truth (255) and no class present give NaN, not a made-up number
+    stats = pseudo_label_stats(labels, valid, ["background", "RV", "LV"], torch.full_like(truth, 255))
+    assert math.isnan(stats["pl_recall_RV"]) and math.isnan(stats["pl_precision_RV"])
+    assert "pl_dice_RV" not in pseudo_label_stats(labels, valid, ["background", "RV", "LV"])
