@@ -100,7 +100,7 @@ def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
     splits = Splits()
     splits.labeled = [c for pid in labeled_ids for c in patient_frames(present[pid])]
     splits.unlabeled = [
-        Case(c.case_id, c.image, None, c.group)
+        Case(c.case_id, c.image, None, c.group, audit_label=c.label if c.label.is_file() else None)
         for pid in training if pid not in labeled_ids
         for c in patient_frames(present[pid])
     ]

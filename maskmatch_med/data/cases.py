@@ -15,11 +15,15 @@ class Case:
     domain: str = ""  # site / vendor / style the case comes from (domain adaptation); "" = single-source
     frame: int | None = None  # time index when image and label are 4D (x, y, z, t) files (M&Ms)
     label_lut: tuple[int, ...] | None = None  # stored label value v -> label_lut[v] (M&Ms -> ACDC class order)
+    # An unlabeled case's label file where one exists on disk: read only to log pseudo-label quality
+    # (pl_* keys), never trained on and never used to choose a checkpoint.
+    audit_label: Path | None = None
 
 
 @dataclass
 class Splits:
-    """Cases per role. Unlabeled cases carry no label path even when one exists on disk."""
+    """Cases per role. Unlabeled cases carry no label path even when one exists on disk (only, for
+    logging, an ``audit_label``)."""
 
     labeled: list[Case] = field(default_factory=list)
     unlabeled: list[Case] = field(default_factory=list)

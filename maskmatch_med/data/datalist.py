@@ -65,7 +65,10 @@ def datalist_splits(datalist: Path) -> Splits:
             label = _resolve(base, entry["label"], f"{where}.label") if entry.get("label") else None
             if section in ("validation", "test") and label is None:
                 raise UserError(f"{where}: {section} entries need a label")
-            case = Case(_case_id(image), image, label if section != "unlabeled" else None, _case_id(image))
+            if section == "unlabeled":  # a label given here is only read to log pseudo-label quality
+                case = Case(_case_id(image), image, None, _case_id(image), audit_label=label)
+            else:
+                case = Case(_case_id(image), image, label, _case_id(image))
             if case.case_id in seen:
                 raise UserError(f"{where}: {image.name} appears twice in the datalist")
             seen.add(case.case_id)

@@ -83,7 +83,11 @@ def _source_splits(source: DomainSourceConfig, role: str, key: str) -> Splits:
     if role == SOURCE:  # the source's own unlabeled cases are not used: the unlabeled data is the target's
         return Splits(labeled=tagged(splits.labeled), **held_out)
     # Every training case of the target is unlabeled; labels it may have are never trained on.
-    return Splits(unlabeled=tagged(splits.labeled + splits.unlabeled, label=None), **held_out)
+    unlabeled = [
+        dataclasses.replace(c, label=None, audit_label=c.label if c.label is not None and c.label.is_file() else c.audit_label)
+        for c in tagged(splits.labeled + splits.unlabeled)
+    ]
+    return Splits(unlabeled=unlabeled, **held_out)
 
 
 def domain_splits(data: DataConfig) -> Splits:

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from maskmatch_med.config import Recipe
-from maskmatch_med.data.checks import check_splits, require_clean
+from maskmatch_med.data.checks import LoadedCase, check_splits, require_clean
+from maskmatch_med.data.nifti import load_label
 from maskmatch_med.data.slices import build_slice_set
 from maskmatch_med.data.splits import resolve_splits
+from maskmatch_med.errors import UserError
 
 
 class BatchSource(Protocol):
@@ -69,7 +71,10 @@ def slice_training_data(recipe: Recipe, semi_supervised: bool, device: torch.dev
     require_clean(problems)
     size = tuple(recipe.data.input_size)
     labeled = build_slice_set(loaded["labeled"], size, with_labels=True).to(device)
-    unlabeled = build_slice_set(loaded["unlabeled"], size, with_labels=False).to(device) if semi_supervised else None
+    unlabeled = None
+    if semi_supervised:
+        unlabeled = build_slice_set(loaded["unlabeled"], size, with_labels=False, audit=audit_labels(loaded["unlabeled"], recipe.data.num_classes))
+        unlabeled = unlabeled.to(device)
     if splits.domain_roles:
         from maskmatch_med.engine.validation import DomainSliceVolumeValidator
 
@@ -77,6 +82,24 @@ def slice_training_data(recipe: Recipe, semi_supervised: bool, device: torch.dev
     else:
         validator = SliceVolumeValidator(loaded["validation"], recipe, device, size_divisor)
     return TrainingData(labeled, unlabeled, validator, spatial_dims=2, in_channels=1, unit="slices")
+
+
+def audit_labels(cases: list[LoadedCase], num_classes: int) -> dict[str, np.ndarray]:
+    """Ground truth that unlabeled cases happen to have on disk (the phantom writes it; a user's data may
+    hold it), by case id, for the pseudo-label quality logs only. A file that does not load or does not
+    fit its image is skipped: it is not training data, so it never stops a run."""
+    found = {}
+    for loaded in cases:
+        path = loaded.case.audit_label
+        if path is None:
+            continue
+        try:
+            label = load_label(path, frame=loaded.case.frame, lut=loaded.case.label_lut).array
+        except UserError:
+            continue
+        if label.shape == loaded.image.array.shape and 0 <= label.min() and label.max() < num_classes:
+            found[loaded.case.case_id] = label
+    return found
 
 
 def natural_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device) -> TrainingData:
