@@ -147,7 +147,7 @@ class ModelConfig(Section):
 class EnsembleConfig(Section):
     scales: list[Scale] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
     fuse: Literal["mean", "max", "vote"] = Field(
-        "mean", description="mean / max of the scales' probabilities, or vote: the mean's label, valid where most scales confidently agree"
+        "vote", description="mean / max of the scales' probabilities, or vote: the mean's label, valid where most scales confidently agree"
     )
 
     @field_validator("scales")
@@ -201,9 +201,12 @@ class PseudoLabelConfig(Section):
     """Which teacher pixels teach the student, and how much (method/pseudo_labels.py)."""
 
     threshold: Literal["fixed", "classwise"] = Field(
-        "fixed", description="fixed: conf_thresh for every class; classwise: conf_thresh scaled by each class's EMA confidence (FlexMatch)"
+        "classwise", description="fixed: conf_thresh for every class; classwise: conf_thresh scaled by each class's EMA confidence (FlexMatch)"
     )
-    class_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="classwise: EMA momentum of the per-class confidence")
+    class_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="classwise and align: EMA momentum of the per-class running means")
+    align: Literal["none", "labeled"] = Field(
+        "none", description="labeled: scale the teacher's class probabilities towards the labeled ground truth's class frequencies (ReMixMatch distribution alignment)"
+    )
     weighting: Literal["threshold", "quality"] = Field(
         "threshold", description="threshold: valid pixels only; quality: every pixel, weighted by its image's share of confident pixels (MIC/DAFormer)"
     )
@@ -233,6 +236,9 @@ class MethodConfig(Section):
         "cutmix", description="cutmix: between unlabeled images; bcp: bidirectional copy-paste between labeled and unlabeled images"
     )
     bcp_box: float = Field(2 / 3, gt=0.0, le=1.0, description="bcp: box side as a fraction of each spatial axis (BCP: 2/3)")
+    bcp_outward: bool = Field(
+        True, description="bcp: also paste unlabeled content into the labeled view (BCP's outward direction); false keeps the supervised view whole"
+    )
     pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)

@@ -118,3 +118,14 @@ def test_bcp_targets_follow_the_pasted_content():
     boxed = sup_labels == 255
     assert torch.equal(images[:, 0][boxed], weak_u[:, 0][boxed]) and torch.equal(images[:, 0][~boxed], labeled[:, 0][~boxed])
     assert torch.equal(out_weights[~boxed], torch.zeros_like(out_weights[~boxed]))
+
+
+def test_bcp_inward_only_keeps_the_labeled_view_whole():
+    method = MethodConfig(name="fixmatch", conf_thresh=0.5, mix="bcp", bcp_outward=False)
+    step = ConsistencyStep(method, WeakAugConfig(), 1, masked=False, scales=[1.0])
+    b, net = batch(), Identity()
+    labeled, labels, weak_u, pl, _ = step.weak_views(net, b, torch.Generator().manual_seed(0))
+    images, sup_labels, outward = step.labeled_view(labeled, labels, weak_u, pl, torch.Generator().manual_seed(2))
+    assert images is labeled and sup_labels is labels and outward is None
+    out = step(net, net, b, torch.Generator().manual_seed(0))
+    assert "loss_bcp_out" not in out.logs

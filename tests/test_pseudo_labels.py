@@ -105,3 +105,25 @@ def test_pseudo_label_stats_against_truth():
     stats = pseudo_label_stats(labels, valid, ["background", "RV", "LV"], torch.full_like(truth, 255))
     assert math.isnan(stats["pl_recall_RV"]) and math.isnan(stats["pl_precision_RV"])
     assert "pl_dice_RV" not in pseudo_label_stats(labels, valid, ["background", "RV", "LV"])
+
+
+def test_distribution_alignment_moves_the_teacher_towards_the_labeled_frequencies():
+    from maskmatch_med.method.pseudo_labels import DistributionAlignment
+
+    align = DistributionAlignment(2, momentum=0.5)
+    probs = torch.tensor([[0.9, 0.8, 0.9, 0.6], [0.1, 0.2, 0.1, 0.4]])[None]  # (1, 2, 4): mean 0.8 / 0.2
+    assert torch.equal(align.align(probs), probs)  # no target yet: unchanged
+    align.update_target(torch.tensor([[0, 1, 1, 255]]))  # labeled: 1/3 background, 2/3 foreground
+    out = align.align(probs, update=False)
+    ratio = torch.tensor([1 / 3 / 0.8, 2 / 3 / 0.2])
+    expected = probs * ratio.view(1, 2, 1)
+    torch.testing.assert_close(out, expected / expected.sum(1, keepdim=True))
+    assert bool((out.argmax(1) == 1).any()) and not bool((probs.argmax(1) == 1).any())  # foreground recovered
+    # running means: the predicted mean takes in the next batch with the momentum
+    align.align(torch.tensor([[0.6], [0.4]])[None])
+    torch.testing.assert_close(align.predicted, torch.tensor([0.7, 0.3]))
+    copy = DistributionAlignment(2)
+    copy.load_state_dict(align.state_dict())
+    torch.testing.assert_close(copy.align(probs, update=False), align.align(probs, update=False))
+    with pytest.raises(ValueError, match="classes"):
+        DistributionAlignment(3).load_state_dict(align.state_dict())

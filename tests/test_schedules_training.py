@@ -14,7 +14,7 @@ from conftest import tiny_recipe
 
 NEW_OPTIONS = {
     "name": "maskmatch", "conf_thresh": 0.5, "mask": {"patch_size": 4}, "warmup_iterations": 2, "rampup_iterations": 2,
-    "mix": "bcp", "pseudo_label": {"threshold": "classwise"}, "ensemble": {"fuse": "vote"},
+    "mix": "bcp", "pseudo_label": {"threshold": "classwise", "align": "labeled"}, "ensemble": {"fuse": "vote"},
 }
 
 
@@ -33,7 +33,7 @@ def test_warmup_then_ramp_in_the_logs(tmp_path, phantom_root, tiny_manifest, run
     assert [r["unsup_weight"] for r in log[:2]] == ["", ""] and log[0]["loss"] == log[0]["loss_x"]
     weights = [float(r["unsup_weight"]) for r in log[2:]]
     assert weights[0] < weights[1] < weights[2] == 1.0
-    for key in ("pl_valid_frac", "pl_share_background", "pl_share_RV", "pl_thresh_LV", "pl_dice_RV", "pl_recall_LV"):
+    for key in ("pl_valid_frac", "pl_share_background", "pl_share_RV", "pl_thresh_LV", "pl_align_RV", "pl_dice_RV", "pl_recall_LV"):
         assert key in log[-1], key
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert "pl_precision_Myo" in [r for r in records if r["kind"] == "train"][-1]
@@ -81,7 +81,8 @@ def test_resume_is_exact_with_warmup_classwise_thresholds_and_bcp(tmp_path, phan
     assert run_cli("train", split, "--no-progress", "--resume")[0] == 0
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
-    assert torch.equal(a["step_state"]["classwise_threshold"]["ema"], b["step_state"]["classwise_threshold"]["ema"])
+    for kind, key in (("classwise_threshold", "ema"), ("distribution_alignment", "predicted"), ("distribution_alignment", "target")):
+        torch.testing.assert_close(a["step_state"][kind][key], b["step_state"][kind][key], equal_nan=True, rtol=0, atol=0)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], msg=f"student {key}")
         torch.testing.assert_close(a["teacher"][key], b["teacher"][key], msg=f"teacher {key}")

@@ -8,6 +8,10 @@ found. The tools here keep foreground in the pseudo-labels:
   pixels it assigns to each class (FlexMatch's "learning effect", FreeMatch's self-adaptive
   thresholds): ``threshold_c = conf_thresh * ema_c / max_k ema_k``, so a class the teacher is still
   learning gets a proportionally lower bar than background.
+- :class:`DistributionAlignment`: ReMixMatch's distribution alignment: the teacher's probabilities are
+  scaled by (class frequency of the labeled ground truth) / (running mean of the teacher's
+  probabilities on unlabeled images) and renormalised, which undoes a teacher's drift towards
+  background before any threshold is applied.
 - :func:`vote_valid`: multi-scale ensembling by decisions: a pixel is valid where most scales
   confidently predict the fused label (mean fusion of probabilities loses the foreground that one
   scale is unsure of).
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ClasswiseThreshold", "class_thresholds", "confident", "vote_valid", "quality_weights", "pseudo_label_stats"]
+__all__ = ["ClasswiseThreshold", "DistributionAlignment", "class_thresholds", "confident", "vote_valid", "quality_weights", "pseudo_label_stats"]
 
 
 class ClasswiseThreshold:
@@ -72,6 +76,66 @@ class ClasswiseThreshold:
         if ema.shape != (self.num_classes,):
             raise ValueError(f"classwise threshold state has {tuple(ema.shape)} classes, expected ({self.num_classes},)")
         self.ema = ema.clone()
+
+
+class DistributionAlignment:
+    """Align the teacher's class distribution on unlabeled pixels with the labeled ground truth's.
+
+    Two running means (EMA with ``momentum``, started at the first batch): the class frequencies of the
+    labeled batches' ground truth (the target) and the teacher's mean probabilities on the included
+    unlabeled pixels. ``align`` multiplies each class's probability by target / predicted and
+    renormalises over classes (ReMixMatch, Berthelot et al. 2020; DARS, He et al. 2021 for segmentation).
+    """
+
+    def __init__(self, num_classes: int, momentum: float = 0.99):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.num_classes, self.momentum = int(num_classes), float(momentum)
+        self.target = torch.full((self.num_classes,), float("nan"))
+        self.predicted = torch.full((self.num_classes,), float("nan"))
+
+    def _ema(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        return new if bool(torch.isnan(old).any()) else self.momentum * old + (1 - self.momentum) * new
+
+    @torch.no_grad()
+    def update_target(self, labels: torch.Tensor) -> None:
+        """Labeled ground truth (B, *spatial); 255 (ignored) does not count."""
+        known = labels[labels != 255].flatten()
+        if known.numel():
+            hist = torch.bincount(known, minlength=self.num_classes)[: self.num_classes].float().cpu()
+            self.target = self._ema(self.target, hist / hist.sum())
+
+    @torch.no_grad()
+    def align(self, probs: torch.Tensor, include: torch.Tensor | None = None, update: bool = True) -> torch.Tensor:
+        """probs (B, K, *spatial) -> aligned probs; with ``update`` the predicted mean takes this batch in."""
+        if update:
+            flat = probs.movedim(1, -1).reshape(-1, probs.shape[1])
+            if include is not None:
+                flat = flat[include.flatten()]
+            if flat.shape[0]:
+                self.predicted = self._ema(self.predicted, flat.float().mean(0).cpu())
+        ratio = self.ratio()
+        if ratio is None:
+            return probs
+        aligned = probs * ratio.to(probs.device, probs.dtype).view((1, -1) + (1,) * (probs.ndim - 2))
+        return aligned / aligned.sum(dim=1, keepdim=True).clamp_min(torch.finfo(aligned.dtype).tiny)
+
+    def ratio(self) -> torch.Tensor | None:
+        """(K,) target / predicted, or None before both are known. Tiny means are floored so that a class
+        the teacher never predicts gets a large but finite boost."""
+        if bool(torch.isnan(self.target).any()) or bool(torch.isnan(self.predicted).any()):
+            return None
+        return self.target / self.predicted.clamp_min(1e-6)
+
+    def state_dict(self) -> dict:
+        return {"target": self.target.clone(), "predicted": self.predicted.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("target", "predicted"):
+            value = torch.as_tensor(state[key], dtype=torch.float32)
+            if value.shape != (self.num_classes,):
+                raise ValueError(f"distribution alignment state has {tuple(value.shape)} classes, expected ({self.num_classes},)")
+            setattr(self, key, value.clone())
 
 
 def class_thresholds(class_confidence: torch.Tensor, conf_thresh: float) -> torch.Tensor:

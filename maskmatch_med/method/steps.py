@@ -29,7 +29,7 @@ from maskmatch_med.method.augment import (
 from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
 from maskmatch_med.method.losses import ohem_loss, pseudo_label_dice_loss, pseudo_label_loss, supervised_loss
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
-from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, confident, pseudo_label_stats, quality_weights, vote_valid
+from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, DistributionAlignment, confident, pseudo_label_stats, quality_weights, vote_valid
 from maskmatch_med.method.perturbation import perturbed_encoder
 
 
@@ -146,15 +146,33 @@ class ConsistencyStep(TrainStep):
         super().__init__(method, weak_aug, size_divisor, class_names)
         self.masked = masked
         self.scales = scales
-        self.thresholds: ClasswiseThreshold | None = None  # made at the first batch, when the class count is known
-        self._pending_state: dict | None = None
+        # Running per-class statistics, made at the first batch (when the class count is known).
+        self.thresholds: ClasswiseThreshold | None = None
+        self.alignment: DistributionAlignment | None = None
+        self._pending_state: dict = {}
 
     def state_dict(self) -> dict:
-        return {"classwise_threshold": self.thresholds.state_dict()} if self.thresholds is not None else {}
+        state = {}
+        if self.thresholds is not None:
+            state["classwise_threshold"] = self.thresholds.state_dict()
+        if self.alignment is not None:
+            state["distribution_alignment"] = self.alignment.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self._pending_state = state.get("classwise_threshold")
-        self.thresholds = None
+        self._pending_state = dict(state)
+        self.thresholds = self.alignment = None
+
+    def _running_stats(self, num_classes: int) -> None:
+        pl, pending = self.method.pseudo_label, self._pending_state
+        if pl.threshold == "classwise" and self.thresholds is None:
+            self.thresholds = ClasswiseThreshold(num_classes, pl.class_momentum)
+            if "classwise_threshold" in pending:
+                self.thresholds.load_state_dict(pending["classwise_threshold"])
+        if pl.align == "labeled" and self.alignment is None:
+            self.alignment = DistributionAlignment(num_classes, pl.class_momentum)
+            if "distribution_alignment" in pending:
+                self.alignment.load_state_dict(pending["distribution_alignment"])
 
     def class_threshold_values(self, num_classes: int) -> torch.Tensor:
         """(K,) thresholds: conf_thresh for every class, or the class-wise ones."""
@@ -163,18 +181,24 @@ class ConsistencyStep(TrainStep):
             return torch.full((num_classes,), float(self.method.conf_thresh))
         return self.thresholds.thresholds(self.method.conf_thresh)
 
-    def pseudo_label(self, teacher: Teacher, weak_images: torch.Tensor, include: torch.Tensor | None = None) -> PseudoLabels:
+    def pseudo_label(
+        self, teacher: Teacher, weak_images: torch.Tensor, include: torch.Tensor | None = None, labeled_truth: torch.Tensor | None = None
+    ) -> PseudoLabels:
+        """The teacher's labels and weights; ``labeled_truth`` (the labeled batch's labels) feeds the
+        distribution alignment's target."""
         m, pl = self.method, self.method.pseudo_label
         with torch.no_grad():
             per_scale = scale_probabilities(teacher, weak_images, self.scales, size_divisor=self.size_divisor)
             probs = fuse_probabilities(per_scale, m.ensemble.fuse)
+            include = torch.ones(probs.shape[:1] + probs.shape[2:], dtype=torch.bool, device=probs.device) if include is None else include
+            self._running_stats(probs.shape[1])
+            if self.alignment is not None:
+                if labeled_truth is not None:
+                    self.alignment.update_target(labeled_truth)
+                probs = self.alignment.align(probs, include)
+                per_scale = [self.alignment.align(p, update=False) for p in per_scale]
             confidence, labels = probs.max(dim=1)
-            include = torch.ones_like(labels, dtype=torch.bool) if include is None else include
-            if pl.threshold == "classwise":
-                if self.thresholds is None:
-                    self.thresholds = ClasswiseThreshold(probs.shape[1], pl.class_momentum)
-                    if self._pending_state is not None:
-                        self.thresholds.load_state_dict(self._pending_state)
+            if self.thresholds is not None:
                 self.thresholds.update(labels, confidence, include)
             bars = self.class_threshold_values(probs.shape[1])
             if m.ensemble.fuse == "vote":
@@ -211,7 +235,7 @@ class ConsistencyStep(TrainStep):
         """The supervised view. ``mix: bcp`` pastes a box of an unlabeled image into each labeled one (BCP's
         outward direction): the ground truth is ignored inside the box, where the pseudo-labels teach.
         Returns (images, labels for L_x, pseudo-label targets and weights inside the box or None)."""
-        if self.method.mix != "bcp":
+        if self.method.mix != "bcp" or not self.method.bcp_outward:
             return labeled, labels, None
         batch_l, spatial = labeled.shape[0], labeled.shape[2:]
         partner = torch.arange(batch_l, device=labeled.device) % weak_u.shape[0]
@@ -241,7 +265,7 @@ class ConsistencyStep(TrainStep):
             include = carried != 255 if ignore is not None else None
             truth = carried if (ignore is None and truth is not None) else None
         with self.timer.section("teacher"):
-            pl = self.pseudo_label(teacher, weak_u, include)
+            pl = self.pseudo_label(teacher, weak_u, include, labels)
             logs = self.pseudo_label_logs(pl, truth)
         return labeled, labels, weak_u, pl, logs
 
@@ -251,6 +275,9 @@ class ConsistencyStep(TrainStep):
         logs = pseudo_label_stats(pl.labels, pl.confident, names, truth, pl.include)
         if self.method.pseudo_label.threshold == "classwise":
             logs.update({f"pl_thresh_{name}": value for name, value in zip(names, self.class_threshold_values(k).tolist())})
+        if self.method.pseudo_label.align == "labeled":
+            ratio = self.alignment.ratio() if self.alignment is not None else None
+            logs.update({f"pl_align_{name}": (1.0 if ratio is None else value) for name, value in zip(names, (ratio if ratio is not None else torch.ones(k)).tolist())})
         return logs
 
     def __call__(self, student, teacher, batch, generator, weight=1.0):
