@@ -170,7 +170,9 @@ def bench_training(name: str, steps: int, warmup: int, methods: list[str], devic
     path = RECIPES[name]
     trainers, floors = {}, {}
     for method in methods:
-        recipe = load_recipe(path, [f"method.name={method}", f"train.device={device}", f"output_dir={work / name / method}"])
+        # No warm-up: the steps measured are the method's own, not the supervised warm-up's.
+        recipe = load_recipe(path, [f"method.name={method}", f"train.device={device}", f"output_dir={work / name / method}",
+                                    "method.warmup_iterations=0", "method.rampup_iterations=0"])
         trainer = SyntheticTrainer(recipe, progress=False)
         trainer.timer = PhaseTimer(enabled=True, device=trainer.device)
         trainer.model.train()

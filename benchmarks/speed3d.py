@@ -77,7 +77,9 @@ class SyntheticVolumeTrainer(Trainer):
 
 def train_worker(patch_name: str, method: str, steps: int, warmup: int, channels_div: int) -> dict:
     """One (patch, method) in this process: median step seconds and peak memory."""
-    recipe = load_recipe(REPO / "recipes" / "acdc3d.yaml", overrides(patch_name, channels_div) + [f"method.name={method}"])
+    # No warm-up: the steps measured are the method's own, not the supervised warm-up's.
+    recipe = load_recipe(REPO / "recipes" / "acdc3d.yaml", overrides(patch_name, channels_div) + [
+        f"method.name={method}", "method.warmup_iterations=0", "method.rampup_iterations=0"])
     recipe.output_dir = REPO / "benchmarks" / ".cache" / "speed3d_unused"
     SyntheticVolumeTrainer.volume_shape = tuple(PATCHES[patch_name]["volume"])
     trainer = SyntheticVolumeTrainer(recipe, progress=False)
