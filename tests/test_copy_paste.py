@@ -105,7 +105,7 @@ def test_weight_scales_only_the_unsupervised_terms():
 def test_bcp_targets_follow_the_pasted_content():
     """Inside the pasted box of the strong view the target is the labeled image's ground truth, with
     weight 1; in the labeled view the box's ground truth is ignored (255)."""
-    method = MethodConfig(name="fixmatch", conf_thresh=1.0, mix="bcp", bcp_box=0.5)  # no pixel confident
+    method = MethodConfig(name="fixmatch", conf_thresh=1.0, mix="bcp", bcp_box=0.5, pseudo_label={"threshold": "fixed"})  # no pixel confident
     step = ConsistencyStep(method, WeakAugConfig(rotate_deg=0, scale_range=(1, 1), flip_prob=0), 1, masked=False, scales=[1.0])
     b = batch()
     net = Identity()
