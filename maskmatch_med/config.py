@@ -147,7 +147,10 @@ class ModelConfig(Section):
 class EnsembleConfig(Section):
     scales: list[Scale] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
     fuse: Literal["mean", "max", "vote"] = Field(
-        "vote", description="mean / max of the scales' probabilities, or vote: the mean's label, valid where most scales confidently agree"
+        "vote", description="mean / max of the scales' probabilities, or vote: the mean's label, valid where min_votes scales confidently give it"
+    )
+    min_votes: int = Field(
+        1, ge=1, description="vote: scales that must give the fused label a probability at or above its threshold (1: any scale)"
     )
 
     @field_validator("scales")
@@ -159,6 +162,12 @@ class EnsembleConfig(Section):
         if any(s <= 0 for s in flat):
             raise ValueError("scales must be > 0")
         return scales
+
+    @model_validator(mode="after")
+    def _votes(self) -> EnsembleConfig:
+        if self.min_votes > len(self.scales):
+            raise ValueError(f"min_votes {self.min_votes} exceeds the {len(self.scales)} scale(s)")
+        return self
 
 
 class MaskConfig(Section):

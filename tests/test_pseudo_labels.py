@@ -127,3 +127,13 @@ def test_distribution_alignment_moves_the_teacher_towards_the_labeled_frequencie
     torch.testing.assert_close(copy.align(probs, update=False), align.align(probs, update=False))
     with pytest.raises(ValueError, match="classes"):
         DistributionAlignment(3).load_state_dict(align.state_dict())
+
+
+def test_min_votes_is_validated_against_the_scales():
+    from pydantic import ValidationError
+
+    from maskmatch_med.config import EnsembleConfig
+
+    assert EnsembleConfig(scales=[0.75, 1.0, 1.25], min_votes=3).min_votes == 3
+    with pytest.raises(ValidationError, match="min_votes 2 exceeds the 1 scale"):
+        EnsembleConfig(scales=[1.0], min_votes=2)

@@ -12,9 +12,10 @@ found. The tools here keep foreground in the pseudo-labels:
   scaled by (class frequency of the labeled ground truth) / (running mean of the teacher's
   probabilities on unlabeled images) and renormalised, which undoes a teacher's drift towards
   background before any threshold is applied.
-- :func:`vote_valid`: multi-scale ensembling by decisions: a pixel is valid where most scales
-  confidently predict the fused label (mean fusion of probabilities loses the foreground that one
-  scale is unsure of).
+- :func:`vote_valid`: multi-scale ensembling by decisions: a pixel is valid where at least
+  ``min_votes`` scales confidently predict the fused label (mean fusion of probabilities loses the
+  foreground that one scale is unsure of; measured with benchmarks/pseudo_labels.py, "any scale"
+  keeps more true foreground than one scale does, at the same precision).
 - :func:`quality_weights`: MIC/DAFormer's quality estimate: every pixel keeps its argmax label and
   the loss weight of an image is its share of confident pixels.
 - :func:`pseudo_label_stats`: what to log: the class histogram of the valid pseudo-labels and, where

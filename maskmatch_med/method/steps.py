@@ -202,7 +202,7 @@ class ConsistencyStep(TrainStep):
                 self.thresholds.update(labels, confidence, include)
             bars = self.class_threshold_values(probs.shape[1])
             if m.ensemble.fuse == "vote":
-                is_confident = vote_valid(per_scale, labels, bars)
+                is_confident = vote_valid(per_scale, labels, bars, min_votes=m.ensemble.min_votes)
             else:
                 is_confident = confident(labels, confidence, bars)
             is_confident = is_confident & include
