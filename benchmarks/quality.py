@@ -79,6 +79,7 @@ def plan() -> list[Row]:
         ("fixed threshold (no class-wise thresholds)", ("method.pseudo_label.threshold=fixed",)),
         ("no warm-up, no ramp", ("method.warmup_iterations=0", "method.rampup_iterations=0")),
         ("fusion mean instead of vote", ("method.ensemble.fuse=mean",)),
+        ("vote by majority (min_votes 2)", ("method.ensemble.min_votes=2",)),
         ("copy-paste from labeled images (mix bcp, inward)", ("method.mix=bcp", "method.bcp_outward=false")),
         ("distribution alignment (align labeled)", ("method.pseudo_label.align=labeled",)),
         ("patch size 16", ("method.mask.patch_size=16",)),
