@@ -137,6 +137,7 @@ def test_a_different_class_count_is_an_error_naming_both(tmp_path):
     message = str(error.value)
     assert "\n" not in message and str(path) in message
     assert "labels names 2 classes (background, left atrium)" in message and "data.num_classes=4 (background, RV, Myo, LV)" in message
+    assert "set data.num_classes=2 and data.class_names=[left atrium]" in message
     with pytest.raises(UserError, match="data.num_classes=4"):  # class_names alone set the count too
         resolve_datalist_classes(datalist_recipe(path, class_names=["RV", "Myo", "LV"]))
 

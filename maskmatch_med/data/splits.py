@@ -68,7 +68,8 @@ def _reconcile(recipe: Recipe, names: list[str], datalist: Path) -> tuple[Recipe
     if data.num_classes != len(names):
         raise UserError(
             f"{datalist}: labels names {len(names)} classes ({', '.join(names)}) but the recipe sets data.num_classes={data.num_classes} "
-            f"({', '.join(['background', *data.class_names])}); remove data.num_classes and data.class_names from the recipe to use the file's"
+            f"({', '.join(['background', *data.class_names])}); set data.num_classes={len(names)} and "
+            f"data.class_names=[{', '.join(names[1:])}], or remove both from the recipe to take the file's"
         )
     if "class_names" not in data.model_fields_set:
         return _with_classes(recipe, names), f"class names from {datalist} labels: {', '.join(names[1:])}"
