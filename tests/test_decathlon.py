@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_3D, tiny_recipe
-from maskmatch_med.config import Recipe
+from maskmatch_med.config import Recipe, load_recipe
 from maskmatch_med.data.datalist import datalist_splits, section_images
 from maskmatch_med.data.splits import resolve_datalist_classes, resolve_splits
 from maskmatch_med.errors import UserError
@@ -151,6 +151,20 @@ def test_different_names_with_the_same_count_are_a_note(tmp_path):
     assert recipe.data.class_names == ["right ventricle", "myocardium", "left ventricle"] and len(notes) == 1
     _, notes = resolve_datalist_classes(datalist_recipe(path, class_names=["Right Ventricle", "myocardium", "left ventricle"]))
     assert notes == []
+
+
+@pytest.mark.parametrize("name", ["datalist2d.yaml", "datalist3d.yaml"])
+def test_shipped_datalist_recipes_take_a_task_as_downloaded(tmp_path, monkeypatch, name):
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the recipes' paths are relative to the repository root
+    recipes = repo / "recipes"
+    example, _ = resolve_datalist_classes(load_recipe(recipes / name))
+    assert example.data.class_names == ["RV", "Myo", "LV"]  # from the example datalist's labels
+    path = fake_dataset_json(tmp_path, labels={"0": "background", "1": "left atrium"})
+    recipe, _ = resolve_datalist_classes(load_recipe(recipes / name, [f"data.datalist={path}", "data.val_count=2"]))
+    assert recipe.data.num_classes == 2 and recipe.data.class_names == ["left atrium"]
+    splits = resolve_splits(recipe.data, semi_supervised=True)
+    assert (len(splits.labeled), len(splits.unlabeled), len(splits.validation)) == (4, 2, 2)
 
 
 def test_a_datalist_without_labels_keeps_the_recipe_classes(tmp_path):
