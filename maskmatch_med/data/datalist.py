@@ -160,9 +160,9 @@ def held_out_ids(cases: list[Case], count: int, seed: int) -> set[str]:
     return {ids[i] for i in order[:count]}
 
 
-def _read_cases(datalist: Path) -> tuple[dict[str, list[Case]], dict]:
-    """Every entry as a Case, by section (test split into labeled `test` and unlabeled `test_images`),
-    and the file's content; case ids must be unique across the file."""
+def _read_cases(datalist: Path) -> dict[str, list[Case]]:
+    """Every entry as a Case, by section (test split into labeled `test` and unlabeled `test_images`);
+    case ids must be unique across the file."""
     content = read_datalist(datalist)
     base = datalist.parent
     cases: dict[str, list[Case]] = {name: [] for name in (*SECTIONS, "test_images")}
@@ -181,12 +181,13 @@ def _read_cases(datalist: Path) -> tuple[dict[str, list[Case]], dict]:
                 cases[section].append(Case(case_id, image, None, case_id, audit_label=label))
             else:
                 cases["test_images" if section == "test" and label is None else section].append(Case(case_id, image, label, case_id))
-    return cases, content
+    return cases
 
 
-def _hold_out(datalist: Path, content: dict, labeled: list[Case], val_count: int, seed: int) -> tuple[list[Case], list[Case]]:
+def _hold_out(datalist: Path, cases: dict[str, list[Case]], val_count: int, seed: int) -> tuple[list[Case], list[Case]]:
     """(remaining labeled, validation): `val_count` labeled training cases held out for validation."""
-    if content.get("validation"):
+    labeled = [c for c in cases["training"] if c.label is not None]
+    if cases["validation"]:
         raise UserError(f"data.val_count: {datalist} already has a 'validation' section; use it or data.val_count, not both")
     if val_count >= len(labeled):
         raise UserError(f"data.val_count: {val_count} but {datalist} has {len(labeled)} labeled training cases; leave at least one to train on")
@@ -203,14 +204,14 @@ def datalist_splits(datalist: Path, num_labeled: int | str = "all", val_count: i
     semi-supervised experiment needs no edited copy of the file.
     """
     datalist = Path(datalist)
-    cases, content = _read_cases(datalist)
+    cases = _read_cases(datalist)
     labeled = [c for c in cases["training"] if c.label is not None]
     validation = cases["validation"]
     if val_count:
-        labeled, validation = _hold_out(datalist, content, labeled, val_count, val_seed)
+        labeled, validation = _hold_out(datalist, cases, val_count, val_seed)
     if num_labeled != "all" and num_labeled > len(labeled):
-        held = f" ({val_count} held out by data.val_count)" if val_count else ""
-        raise UserError(f"data.num_labeled: {num_labeled} but {datalist} has {len(labeled)} labeled training cases{held}")
+        by_hold_out = f" ({val_count} held out by data.val_count)" if val_count else ""
+        raise UserError(f"data.num_labeled: {num_labeled} but {datalist} has {len(labeled)} labeled training cases{by_hold_out}")
     kept = {c.case_id for c in (labeled if num_labeled == "all" else labeled[:num_labeled])}
     held_ids = {c.case_id for c in validation}
     unlabeled = [
