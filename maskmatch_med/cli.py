@@ -95,7 +95,7 @@ def check_data(
     """Validate every file a recipe will read; one line per problem."""
     from maskmatch_med.config import load_recipe
     from maskmatch_med.data.checks import check_splits, require_clean
-    from maskmatch_med.data.splits import resolve_splits
+    from maskmatch_med.data.splits import resolve_datalist_classes, resolve_splits
 
     config = load_recipe(recipe, list(set_ or []))
     if config.data.layout in ("voc", "cityscapes"):
@@ -105,13 +105,19 @@ def check_data(
         return
     semi_supervised = config.method.name != "supervised"
     if config.model.spatial_dims == 3:  # the same recipe checks `train` runs before reading any volume
-        from maskmatch_med.engine.volume_training import check_volume_run
+        from maskmatch_med.engine.volume_training import check_volume_recipe
 
-        check_volume_run(config, semi_supervised)
-    splits = resolve_splits(config.data)
+        check_volume_recipe(config)
+    config, notes = resolve_datalist_classes(config)  # as train resolves them
+    for note in notes:
+        typer.echo(f"note: {note}")
+    splits = resolve_splits(config.data, semi_supervised)
     loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=semi_supervised)
     for name, cases in splits.items():
         typer.echo(f"{name:>10}: {len(cases)} case{'s' if len(cases) != 1 else ''}")
+    if config.data.val_count:
+        held = ", ".join(c.case_id for c in splits.validation)
+        typer.echo(f"validation held out of 'training' (data.val_count={config.data.val_count}, data.val_seed={config.data.val_seed}): {held}")
     for domain, role in splits.domain_roles.items():  # domain adaptation: what each domain contributes
         counts = ", ".join(f"{sum(c.domain == domain for c in cases)} {name}" for name, cases in splits.items())
         typer.echo(f"domain {domain} ({role}): {counts}")
@@ -119,11 +125,33 @@ def check_data(
     typer.echo(f"all {sum(len(c) for _, c in splits.items())} cases readable and consistent")
 
 
+def _prediction_inputs(inputs: list[Path], datalist: Path | None, section: str) -> list[Path]:
+    """`--input` paths followed by the images of the datalist's section: a Decathlon task is predicted
+    from its own dataset.json (`test` lists the imagesTs files) without listing the files again."""
+    from maskmatch_med.data.datalist import SECTIONS, section_images
+
+    if datalist is None:
+        if section != "test":
+            raise UserError("--section: applies to --datalist FILE")
+        if not inputs:
+            raise UserError("predict: give --input FILE_OR_DIR (repeatable) or --datalist FILE")
+        return inputs
+    if section not in SECTIONS:
+        raise UserError(f"--section: {section!r} is not a datalist section ({', '.join(SECTIONS)})")
+    return [*inputs, *section_images(datalist, section)]
+
+
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A best.pt or last.pt from a run.")],
-    inputs: Annotated[list[Path], typer.Option("--input", help="A NIfTI file or a directory of them (repeatable); JPG/PNG for VOC/Cityscapes checkpoints.")],
     output: Annotated[Path, typer.Option("--output", help="Directory for the label maps (same file names).")],
+    inputs: Annotated[
+        Optional[list[Path]], typer.Option("--input", help="A NIfTI file or a directory of them (repeatable); JPG/PNG for VOC/Cityscapes checkpoints.")
+    ] = None,
+    datalist: Annotated[
+        Optional[Path], typer.Option("--datalist", help="A datalist JSON (e.g. a Decathlon dataset.json): predict the images of its --section.")
+    ] = None,
+    section: Annotated[str, typer.Option("--section", help="With --datalist: test, validation, training or unlabeled.")] = "test",
     scales: Annotated[str, typer.Option(help="Test-time scales, comma-separated, e.g. 0.75,1.0,1.25.")] = "1.0",
     png: Annotated[bool, typer.Option("--png", help="Also write a PNG montage with the label overlay per case.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
@@ -132,11 +160,11 @@ def predict(
     probabilities: Annotated[bool, typer.Option("--probabilities", help="3D: also write OUTPUT/probabilities/NAME (float32, one channel per class).")] = False,
     uncertainty: Annotated[bool, typer.Option("--uncertainty", help="3D: also write OUTPUT/uncertainty/NAME, the disagreement across --scales.")] = False,
 ) -> None:
-    """Segment NIfTI volumes; each output has its input's shape, affine and orientation."""
+    """Segment NIfTI volumes (--input, or a datalist's test images); each output has its input's shape, affine and orientation."""
     from maskmatch_med.engine.predictor import run_prediction
 
     written = run_prediction(
-        checkpoint, inputs, output, _parse_scales(scales), png=png, device=device,
+        checkpoint, _prediction_inputs(inputs or [], datalist, section), output, _parse_scales(scales), png=png, device=device,
         skip_existing=skip_existing, largest_component=largest_component, probabilities=probabilities, uncertainty=uncertainty,
     )
     typer.echo(f"wrote {len(written)} label map{'s' if len(written) != 1 else ''} to {output}")

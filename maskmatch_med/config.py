@@ -41,7 +41,7 @@ class DomainSourceConfig(Section):
     root: Path | None = Field(None, description="dataset root (layouts acdc and mnms)")
     datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
     manifest: Path | None = Field(None, description="acdc: dir with val.txt, test.txt (and labeled_order.txt for data.labeled)")
-    num_labeled: NumLabeled = Field("all", description="acdc, data.labeled only: first N of labeled_order.txt")
+    num_labeled: NumLabeled = Field("all", description="data.labeled only: acdc: first N of labeled_order.txt; datalist: first N labeled training entries")
     csv: Path | None = Field(None, description="mnms: the dataset information CSV (External code, Vendor, Centre, ED, ES)")
     vendors: list[str] | None = Field(None, description="mnms: keep only these vendors (default: all)")
     domain: str | None = Field(None, description="domain name of these cases (default: source / target; mnms: the vendor)")
@@ -77,7 +77,11 @@ class DataConfig(Section):
     eval_window: int | None = Field(None, ge=16, description="sliding-window edge (default: crop_size); stride is 2/3 of it")
     datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
     manifest: Path = Field(Path("data_manifests/acdc"), description="dir with val.txt, test.txt, labeled_order.txt")
-    num_labeled: NumLabeled = Field(3, description="labeled training patients, first N of labeled_order.txt")
+    num_labeled: NumLabeled = Field(
+        3, description="acdc: labeled training patients, first N of labeled_order.txt; datalist: first N labeled training entries (default all)"
+    )
+    val_count: int = Field(0, ge=0, description="datalist without a validation section: hold out this many labeled training cases for validation")
+    val_seed: int = Field(0, description="seed of the data.val_count draw (independent of train.seed: runs with other seeds validate on the same cases)")
     num_classes: int = Field(4, ge=2)
     class_names: list[str] = Field(default_factory=lambda: ["RV", "Myo", "LV"], description="foreground classes 1..C-1")
     input_size: tuple[int, int] = Field((256, 256), description="slices are resized to this size for the 2D network")
@@ -93,6 +97,15 @@ class DataConfig(Section):
             raise ValueError("must be 0 < low <= high")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _datalist_default_labeled(cls, raw: Any) -> Any:
+        """A datalist's labels are all used unless the recipe says otherwise: the default of 3 is the
+        ACDC protocol's, and would silently drop labeled cases of a user's own file."""
+        if isinstance(raw, dict) and raw.get("layout") == "datalist" and "num_labeled" not in raw:
+            return {**raw, "num_labeled": "all"}
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
         if self.layout == "cityscapes":  # no background class: every class index is named
@@ -107,6 +120,8 @@ class DataConfig(Section):
             raise ValueError("input_size must be at least 16x16")
         if (self.labeled is None) != (self.unlabeled is None):
             raise ValueError("domain adaptation needs both data.labeled and data.unlabeled")
+        if self.val_count and (self.layout != "datalist" or self.labeled is not None):
+            raise ValueError("val_count holds out cases of a datalist (layout datalist, without data.labeled / data.unlabeled)")
         return self
 
     @property

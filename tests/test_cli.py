@@ -300,7 +300,7 @@ def test_train_from_monai_datalist(tmp_path, phantom_root, run_cli):
             entries[section].append(entry)
     (base / "datalist.json").write_text(json.dumps(entries))
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tmp_path, tmp_path / "out",
-                         data={"layout": "datalist", "datalist": str(base / "datalist.json"), "root": None})
+                         data={"layout": "datalist", "datalist": str(base / "datalist.json"), "root": None, "num_labeled": "all"})
     code, out, err = run_cli("check-data", recipe)
     assert code == 0, err
     assert "labeled: 2 cases" in out and "unlabeled: 4 cases" in out and "test: 2 cases" in out

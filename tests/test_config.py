@@ -15,7 +15,7 @@ def write(tmp_path: Path, content: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["acdc.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["acdc.yaml", "demo.yaml", "datalist2d.yaml", "datalist3d.yaml"])
 def test_shipped_recipes_validate(name):
     recipe = load_recipe(REPO / "recipes" / name)
     assert recipe.method.name == "maskmatch"

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import tiny_recipe
+from conftest import TINY_3D, tiny_recipe
 from maskmatch_med.config import MethodConfig, ModelConfig, VolumeConfig, WeakAugConfig
 from maskmatch_med.data.patches import PatchSource
 from maskmatch_med.data.volumes import from_network, network_grid, prepare_image, to_network
@@ -23,13 +23,6 @@ from maskmatch_med.method.ensemble import multiscale_probabilities
 from maskmatch_med.method.steps import Batch, ConsistencyStep, PseudoLabels, build_step
 from maskmatch_med.models import build_model
 from maskmatch_med.models3d import PadToMultiple, axis_divisors, dynunet_kernels
-
-TINY_3D = {
-    "model": {"spatial_dims": 3, "channels": [4, 8, 16], "strides": [2, 2], "axis_strides": [[2, 2, 1], [2, 2, 2]], "num_res_units": 0},
-    "volume": {"spacing": [6.0, 6.0, 10.0], "patch_size": [16, 16, 4], "sw_overlap": 0.25},
-    "method": {"name": "maskmatch", "conf_thresh": 0.5, "mask": {"patch_size": [4, 4, 2]},
-               "ensemble": {"scales": [[0.75, 0.75, 1.0], [1.0, 1.0, 1.0]]}},
-}
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -1,10 +1,10 @@
 """Domain adaptation: labeled cases from one source, unlabeled cases from another, held-out cases of both.
 
 A recipe's ``data.labeled`` (the source domain) and ``data.unlabeled`` (the target domain) each name a
-layout and where it lives. The labeled source gives the labeled training cases (ACDC: the first
-``num_labeled`` of its labeled order, default all of its training patients); the unlabeled source gives
-every training case of its own, labels dropped. Both give their validation and test cases, tagged with
-their domain, so that validation and evaluation report each domain separately.
+layout and where it lives. The labeled source gives the labeled training cases (the first
+``num_labeled`` of its ACDC labeled order or of its datalist's labeled training entries, default all);
+the unlabeled source gives every training case of its own, labels dropped. Both give their validation
+and test cases, tagged with their domain, so that validation and evaluation report each domain separately.
 
 Domain names: ``domain`` in the source's recipe section, else the vendor (M&Ms), else ``source`` /
 ``target``. Each domain belongs to one side ("role"): the roles are what model selection and the
@@ -64,7 +64,7 @@ def _source_splits(source: DomainSourceConfig, role: str, key: str) -> Splits:
         else:
             splits = acdc_splits(source.root, manifest, source.num_labeled)
     elif source.layout == "datalist":
-        splits = datalist_splits(source.datalist)
+        splits = datalist_splits(source.datalist, source.num_labeled if role == SOURCE else "all")
     else:
         by_split = mnms_cases(source.root, source.csv, source.vendors, source.manifest, source.domain, key=f"{key}.root")
         splits = Splits(

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from maskmatch_med.config import Recipe
 from maskmatch_med.data.sampling import EpochSampler
+from maskmatch_med.data.splits import resolve_datalist_classes
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
 from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
 from maskmatch_med.engine.run_log import RunLog, validation_summary
@@ -105,6 +106,7 @@ class Trainer:
     """
 
     def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True):
+        recipe, notes = resolve_datalist_classes(recipe)  # before anything sized by num_classes; recipe.yaml records the result
         self.recipe, t = recipe, recipe.train
         self.run_dir = Path(recipe.output_dir)
         ckpt_dir = self.run_dir / CHECKPOINT_DIR
@@ -118,6 +120,8 @@ class Trainer:
         self.dist = init_distributed(device.type)
         self.device = torch.device(f"cuda:{self.dist.local_rank}") if device.type == "cuda" and self.dist.enabled else device
         self.progress = progress and self.dist.is_main
+        for note in notes if self.dist.is_main else []:
+            print(f"note: {note}")
         torch.manual_seed(t.seed)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
