@@ -61,9 +61,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, phantom_root, t
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 6, "val_every": 2})
     real_loss, calls = steps.pseudo_label_loss, []
 
-    def poisoned(*args):
+    def poisoned(*args, **kwargs):
         calls.append(1)
-        loss = real_loss(*args)
+        loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) >= 5 else loss  # 2 calls per step: NaN from iteration 3
 
     monkeypatch.setattr(steps, "pseudo_label_loss", poisoned)

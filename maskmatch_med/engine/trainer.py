@@ -252,7 +252,8 @@ class Trainer:
             batch = Batch(images, labels, unlabeled, unlabeled_ignore, truth)
             output = self.step(self.student, teacher, batch, self.generator, weight=weight)
         if not all_ranks(self.dist, bool(torch.isfinite(output.loss)), self.device):
-            bad = [k for k, v in output.logs.items() if not math.isfinite(v)] or ["loss"]
+            # Loss terms only: pseudo-label quality logs (pl_precision_*) are NaN whenever undefined.
+            bad = [k for k, v in output.logs.items() if k.startswith("loss") and not math.isfinite(v)] or ["loss"]
             raise UserError(
                 f"iteration {iteration + 1}: loss is not finite ({', '.join(bad)}); stopped without saving, "
                 f"{self.last_path} is the last good checkpoint"
