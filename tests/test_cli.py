@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import yaml
 
 from conftest import tiny_recipe
 
@@ -242,6 +243,33 @@ def test_recipe_typo_and_wrong_type(tmp_path, phantom_root, tiny_manifest, run_c
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out")
     assert_one_line_error(*run_cli("train", recipe, "--set", "method.mask.ratoi=0.5")[::2], "method.mask.ratoi: unknown key")
     assert_one_line_error(*run_cli("train", recipe, "--set", "train.batch_size=big")[::2], "train.batch_size")
+    assert not (tmp_path / "out").exists()
+
+
+def test_set_iterations_wins_over_the_recipes_epochs(tmp_path, phantom_root, tiny_manifest, run_cli):
+    """recipes/voc.yaml sets train.epochs, which used to replace an explicit --set train.iterations."""
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out",
+                         train={"epochs": 50})
+    code, out, err = run_cli("train", recipe, "--no-progress", "--set", "train.iterations=2")
+    assert code == 0, err
+    assert [int(r["iteration"]) for r in csv.DictReader(open(tmp_path / "out" / "train_log.csv"))] == [1, 2]
+    saved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())["train"]
+    assert (saved["iterations"], saved["epochs"]) == (2, None)
+
+
+def test_conflicting_or_ignored_overrides_are_refused(tmp_path, phantom_root, tiny_manifest, run_cli):
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"epochs": 50})
+    code, _, err = run_cli("train", recipe, "--set", "train.iterations=2", "--set", "train.epochs=3")
+    assert_one_line_error(code, err, "--set train.iterations=2 and --set train.epochs=3 conflict", "give only one of them")
+    source = {"layout": "acdc", "root": str(phantom_root), "manifest": str(tiny_manifest)}
+    adaptation = tiny_recipe(tmp_path / "da.yaml", phantom_root, tiny_manifest, tmp_path / "out", data={"labeled": source, "unlabeled": source})
+    code, _, err = run_cli("check-data", adaptation, "--set", "data.num_labeled=2")
+    assert_one_line_error(code, err, "--set data.num_labeled=2: this domain-adaptation recipe", "set data.labeled.num_labeled instead")
+    code, _, err = run_cli("train", adaptation, "--set", f"data.root={tmp_path}")
+    assert_one_line_error(code, err, "replace data.root; set data.labeled.root or data.unlabeled.root instead")
+    code, _, err = run_cli("check-data", "recipes/voc.yaml", "--set", "data.num_labeled=92")
+    assert_one_line_error(code, err, "--set data.num_labeled=92: layout voc takes its labeled images from data.splits",
+                          "maskmatch-med manifest voc --root ROOT --labeled N --out DIR")
     assert not (tmp_path / "out").exists()
 
 
