@@ -279,15 +279,43 @@ def test_checkpoint_from_another_model_or_not_a_checkpoint(trained_run, tmp_path
     assert_one_line_error(*run_cli("train", other, "--resume", "--no-progress")[::2], "last.pt", "do not fit")
 
     junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"not a checkpoint")
+    junk.write_bytes(b"\x80\x04not a checkpoint")  # a pickle stream's first bytes, then nonsense
     assert_one_line_error(*run_cli("predict", "--checkpoint", junk, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2],
                           "junk.pt: not a readable checkpoint: not a PyTorch checkpoint file")
     assert not (tmp_path / "p").exists()
 
+
+class RunsCode:
+    """Unpickling this calls os.system: what weights_only loading exists to refuse."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo unsafe",))
+
+
+@pytest.mark.parametrize("payload, named", [({"model": object()}, "(object)"), ({"model": RunsCode()}, "system)")])
+def test_unsafe_checkpoint_is_refused_without_inviting_unsafe_loading(payload, named, tmp_path, phantom_root, run_cli):
+    """Part 5 of issue 14: say what was refused and why, never PyTorch's advice to turn the check off."""
     pickled = tmp_path / "pickled.pt"
-    torch.save({"model": object()}, pickled)
-    assert_one_line_error(*run_cli("predict", "--checkpoint", pickled, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2],
-                          "pickled.pt", "pickled Python objects")
+    torch.save(payload, pickled)
+    code, out, err = run_cli("predict", "--checkpoint", pickled, "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    assert_one_line_error(code, err, f"{pickled}: refused: it holds pickled Python objects (", "which could run code when loaded")
+    assert named in err and "weights_only" not in err and "False" not in err and len(err.strip().splitlines()) == 1
+    assert "unsafe" not in out and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("text", ["epoch,loss\n1,0.5\n", "data:\n  root: demo_data/acdc\n", "hello\n"])
+def test_text_file_as_checkpoint_says_it_is_not_one(text, tmp_path, phantom_root, run_cli):
+    """A recipe, a CSV log or any text given as --checkpoint (it once said 'pop from empty list')."""
+    fake = tmp_path / "best.pt"
+    fake.write_text(text)
+    code, _, err = run_cli("predict", "--checkpoint", fake, "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    assert_one_line_error(code, err, f"{fake}: not a checkpoint: it is a text file", "RUN/checkpoints/best.pt")
+    assert not (tmp_path / "p").exists()
+    fake.write_bytes(b"")
+    code, _, err = run_cli("predict", "--checkpoint", fake, "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    assert_one_line_error(code, err, f"{fake}: not a checkpoint: the file is empty")
 
 
 def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, run_cli):
