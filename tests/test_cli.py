@@ -60,11 +60,19 @@ def test_train_writes_run_directory(trained_run):
     val = list(csv.DictReader(open(trained_run / "val_log.csv")))
     assert [int(r["iteration"]) for r in val] == [2, 4]
     assert {"dice_RV", "dice_Myo", "dice_LV", "dice_mean"} <= set(val[0])
-    records = [json.loads(line) for line in open(trained_run / "metrics.jsonl")]
+    records = [strict_json(line) for line in open(trained_run / "metrics.jsonl")]
     assert {r["kind"] for r in records} == {"train", "val"}
     assert any((trained_run / "tensorboard").iterdir())
     # No temporary files left behind by the atomic writes.
     assert not [p for p in trained_run.rglob("*.tmp")]
+
+
+def strict_json(line: str) -> dict:
+    """json.loads as jq and other JSON readers parse: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
 
 
 def test_checkpoint_contents_load_safely(trained_run):

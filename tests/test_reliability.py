@@ -141,3 +141,23 @@ def test_resume_from_the_run_directory(tmp_path, phantom_root, tiny_manifest, ru
     assert torch.load(tmp_path / "out" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 3
     code, _, err = run_cli("train", tmp_path, "--resume")
     assert code == 2 and "not a run directory" in err
+
+
+def test_resume_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path, phantom_root, tiny_manifest, run_cli):
+    """A kill after iteration 3 with a checkpoint at 2 leaves iteration 3 (maybe half a line) in the logs;
+    the resumed run logs iteration 3 again, so every iteration must appear once, and every line be JSON."""
+    import csv
+    import json
+
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 2})
+    assert run_cli("train", recipe, "--no-progress")[0] == 0
+    run = tmp_path / "out"
+    with open(run / "metrics.jsonl", "a") as stream:  # what the killed run wrote after its checkpoint
+        stream.write('{"kind": "train", "iteration": 3, "loss": 9.0}\n{"kind": "train", "itera')
+    with open(run / "train_log.csv", "a") as stream:
+        stream.write("3,9.0\n")
+    code, _, err = run_cli("train", run, "--no-progress", "--resume", "--set", "train.iterations=4")
+    assert code == 0, err
+    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4] and 9.0 not in [r.get("loss") for r in records]
+    assert [int(r["iteration"]) for r in csv.DictReader(open(run / "train_log.csv"))] == [1, 2, 3, 4]

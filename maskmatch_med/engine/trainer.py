@@ -282,7 +282,8 @@ class Trainer:
                 f"unlabeled {self.data.unit}, {len(self.validator)} validation cases, device {self.device}"
                 + (f", {self.dist.world_size} processes" if self.dist.enabled else "") + f", run dir {self.run_dir}"
             )
-        log = RunLog(self.run_dir) if main else None
+        # A fresh run (start 0) starts its logs afresh; a resumed one drops what was logged after its checkpoint.
+        log = RunLog(self.run_dir, keep_until=self.start) if main else None
         checkpoint_every = t.checkpoint_every or t.val_every
         bar = tqdm(total=t.iterations, initial=self.start, disable=not self.progress, dynamic_ncols=True, desc="train")
         self.model.train()
