@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from maskmatch_med import __version__
-from maskmatch_med.errors import UserError
+from maskmatch_med.errors import TrainingInterrupted, UserError
 
 app = typer.Typer(
     name="maskmatch-med",
@@ -79,12 +79,24 @@ def train(
             raise UserError(f"{recipe}: a directory without recipe.yaml is not a run directory")
         recipe, overrides = recipe / "recipe.yaml", [f"output_dir={recipe}", *overrides]
     show_bar = sys.stderr.isatty() if progress is None else progress
-    result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
+    try:
+        result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
+    except TrainingInterrupted as interruption:  # typer would turn it into a silent exit 130
+        typer.echo(str(interruption), err=True)
+        raise typer.Exit(130) from None
     if result.is_main:
         typer.echo(
-            f"done in {result.seconds / 60:.1f} min; best validation {result.score_key} {result.best_score:.4f} at iteration "
+            f"done in {_duration(result)}; best validation {result.score_key} {result.best_score:.4f} at iteration "
             f"{result.best_iteration}; checkpoint {result.best_checkpoint}"
         )
+
+
+def _duration(result) -> str:
+    """The final line's time, saying what it counts: a resumed run times only the part it ran."""
+    minutes = f"{result.seconds / 60:.1f} min"
+    if result.first_iteration == 0:
+        return f"{minutes} (the whole run)"
+    return f"{minutes} (this part: iterations {result.first_iteration + 1}-{result.iterations}, resumed at {result.first_iteration})"
 
 
 @app.command("check-data")

@@ -88,7 +88,9 @@ def test_resume_matches_uninterrupted_run(tmp_path, phantom_root, tiny_manifest,
     from maskmatch_med.engine import trainer
 
     full = tiny_recipe(tmp_path / "full.yaml", phantom_root, tiny_manifest, tmp_path / "full")
-    assert run_cli("train", full, "--no-progress")[0] == 0
+    code, out, err = run_cli("train", full, "--no-progress")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("maskmatch: ") and "done in " in out and " min (the whole run); best validation" in out
 
     split = tiny_recipe(tmp_path / "split.yaml", phantom_root, tiny_manifest, tmp_path / "split")
     real_save = trainer.save_checkpoint
@@ -99,12 +101,21 @@ def test_resume_matches_uninterrupted_run(tmp_path, phantom_root, tiny_manifest,
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    assert run_cli("train", split, "--no-progress")[0] == 130
+    code, _, err = run_cli("train", split, "--no-progress")
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    assert torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 2
+    last = tmp_path / "split" / "checkpoints" / "last.pt"
+    assert code == 130 and torch.load(last, weights_only=True)["iteration"] == 2
+    # Ctrl-C says where the last checkpoint is and the exact command that continues the run.
+    assert err.strip() == (
+        f"interrupted after 2 of 4 iterations; the last checkpoint is {last} (iteration 2); "
+        f"continue with `maskmatch-med train {tmp_path / 'split'} --resume`"
+    )
 
-    code, out, err = run_cli("train", split, "--no-progress", "--resume")
+    code, out, err = run_cli("train", tmp_path / "split", "--no-progress", "--resume")  # the command it printed
     assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"resuming {last} at iteration 2 of 4" and lines[1].startswith("maskmatch: ")
+    assert " min (this part: iterations 3-4, resumed at 2); best validation" in lines[-1]
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
     assert b["iteration"] == 4
@@ -257,12 +268,14 @@ def test_recipe_typo_and_wrong_type(tmp_path, phantom_root, tiny_manifest, run_c
 def test_set_iterations_wins_over_the_recipes_epochs(tmp_path, phantom_root, tiny_manifest, run_cli):
     """recipes/voc.yaml sets train.epochs, which used to replace an explicit --set train.iterations."""
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out",
-                         train={"epochs": 50})
+                         train={"epochs": 50}, method={"warmup_iterations": 5})
     code, out, err = run_cli("train", recipe, "--no-progress", "--set", "train.iterations=2")
     assert code == 0, err
     assert [int(r["iteration"]) for r in csv.DictReader(open(tmp_path / "out" / "train_log.csv"))] == [1, 2]
     saved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())["train"]
     assert (saved["iterations"], saved["epochs"]) == (2, None)
+    # The recipe's warm-up, sized for its own budget, now covers the whole run: said, not hidden.
+    assert "note: method.warmup_iterations=5 covers all train.iterations=2, so this run trains the supervised loss only" in out
 
 
 def test_conflicting_or_ignored_overrides_are_refused(tmp_path, phantom_root, tiny_manifest, run_cli):

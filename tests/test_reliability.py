@@ -143,6 +143,31 @@ def test_resume_from_the_run_directory(tmp_path, phantom_root, tiny_manifest, ru
     assert code == 2 and "not a run directory" in err
 
 
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_is_lost_but_the_start(tmp_path, phantom_root, tiny_manifest, run_cli, monkeypatch):
+    """Ctrl-C before any checkpoint: no --resume to offer; the command it gives instead works."""
+    from maskmatch_med.engine.trainer import Trainer
+
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 2})
+    real_step = Trainer._train_step
+
+    def interrupt_second_step(self, iteration):
+        if iteration == 1:
+            raise KeyboardInterrupt
+        return real_step(self, iteration)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_second_step)
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert code == 130 and err.strip() == (
+        f"interrupted after 1 of 2 iterations, before the first checkpoint (one every 2 iterations): nothing to resume; "
+        f"start again with `maskmatch-med train {tmp_path / 'out'}`"
+    )
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    code, _, err = run_cli("train", tmp_path / "out", "--no-progress")
+    assert code == 0, err
+    # The fresh start's logs hold its own iterations once, not the interrupted start's as well.
+    assert [line.split(",")[0] for line in open(tmp_path / "out" / "train_log.csv").read().splitlines()] == ["iteration", "1", "2"]
+
+
 def test_resume_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path, phantom_root, tiny_manifest, run_cli):
     """A kill after iteration 3 with a checkpoint at 2 leaves iteration 3 (maybe half a line) in the logs;
     the resumed run logs iteration 3 again, so every iteration must appear once, and every line be JSON."""
