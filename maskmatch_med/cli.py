@@ -55,6 +55,9 @@ def synth(
     if dataset != "acdc":
         raise UserError(f"synth: unknown dataset {dataset!r} (available: acdc)")
     from maskmatch_med.data.phantom import write_acdc_phantom
+    from maskmatch_med.engine.writers import check_output_directory
+
+    check_output_directory(out, "--out")
 
     written = write_acdc_phantom(out, patients=patients, seed=seed, style=style, first=first)
     suffix = "" if style.strip().upper() == "A" else f" (style {style.strip().upper()})"

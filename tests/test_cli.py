@@ -348,6 +348,41 @@ def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, ru
     assert sorted(p.name for p in (root / "patient001").iterdir()) == before
 
 
+def test_output_that_is_a_file_is_one_line(trained_run, tmp_path, phantom_root, tiny_manifest, run_cli):
+    """--output / --out naming a file (or a path under one) used to be a FileExistsError traceback."""
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    checkpoint = trained_run / "checkpoints" / "best.pt"
+    for output in (taken, taken / "sub"):
+        code, _, err = run_cli("predict", "--checkpoint", checkpoint, "--input", phantom_root / "patient001", "--output", output)
+        assert_one_line_error(code, err, f"--output: {output}", "not a directory")
+        code, _, err = run_cli("synth", "acdc", "--out", output, "--patients", "1")
+        assert_one_line_error(code, err, f"--out: {output}", "not a directory")
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "unused")
+    code, _, err = run_cli("train", recipe, "--no-progress", "--output", taken)
+    assert_one_line_error(code, err, f"output_dir (--output): {taken} is a file, not a directory")
+    assert taken.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "taken"]
+
+
+def test_predict_device_errors_name_the_option(trained_run, tmp_path, phantom_root, run_cli, monkeypatch):
+    args = ("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    code, _, err = run_cli(*args, "--device", "gpu0")
+    assert_one_line_error(code, err, "--device: 'gpu0' is not a device; use cpu, cuda, cuda:N or auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(*args, "--device", "cuda")
+    assert_one_line_error(code, err, "--device: cuda requested but no CUDA device is available")
+    assert "train.device" not in err and not (tmp_path / "p").exists()
+
+
+def test_missing_demo_data_says_how_to_make_it(tmp_path, tiny_manifest, run_cli):
+    """`train recipes/demo.yaml` before `synth`: the first thing a newcomer may meet."""
+    recipe = tiny_recipe(tmp_path / "r.yaml", tmp_path / "demo_data" / "acdc", tiny_manifest, tmp_path / "out")
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert_one_line_error(code, err, f"data.root: {tmp_path / 'demo_data' / 'acdc'} does not exist",
+                          f"`maskmatch-med synth acdc --out {tmp_path / 'demo_data' / 'acdc'} --patients 30`", "`make demo`")
+    assert not (tmp_path / "out").exists()
+
+
 def test_console_script_and_module_entry_points(tmp_path):
     """`python -m maskmatch_med` works (torchrun launches it that way) and errors exit 2 without a traceback."""
     result = subprocess.run([sys.executable, "-m", "maskmatch_med", "train", str(tmp_path / "missing.yaml")], capture_output=True, text=True)

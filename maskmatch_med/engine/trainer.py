@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, 
 from maskmatch_med.engine.run_log import RunLog, validation_summary
 from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.training_data import TrainingData, build_training_data
-from maskmatch_med.engine.writers import write_text_atomic
+from maskmatch_med.engine.writers import check_output_directory, write_text_atomic
 from maskmatch_med.errors import TrainingInterrupted, UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
 from maskmatch_med.method.schedules import unsupervised_weight
@@ -44,11 +45,24 @@ class TrainResult:
     iterations: int = 0  # train.iterations, the run's budget
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: cuda requested but no CUDA device is available")
+DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """The torch device for `name` (auto, cpu, cuda or cuda:N). A name torch does not know, or a CUDA
+    device that is not there, is a one-line error naming `option`, the setting the user gave it
+    through (train.device for `train`, --device for `predict`)."""
+    name = str(name).strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_NAME.fullmatch(name):
+        raise UserError(f"{option}: {name!r} is not a device; use cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"{option}: {name} requested but no CUDA device is available (use cpu or auto)")
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise UserError(f"{option}: {name} requested but this machine has {count} CUDA device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})")
     return torch.device(name)
 
 
@@ -142,6 +156,7 @@ class Trainer:
             raise UserError(f"--resume: no checkpoint at {self.last_path}")
         if not resume and self.last_path.exists():
             raise UserError(f"output_dir: {self.run_dir} already holds a run; pass --resume to continue it or choose another --output")
+        check_output_directory(self.run_dir, "output_dir (--output)")
 
         self.resumed = resume
         device = resolve_device(t.device)
