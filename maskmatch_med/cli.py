@@ -134,6 +134,14 @@ def check_data(
     typer.echo(f"all {sum(len(c) for _, c in splits.items())} cases readable and consistent")
 
 
+def _prediction_summary(outputs: list[Path], output: Path) -> str:
+    """`wrote N label maps to OUTPUT`, and with --skip-existing how many an earlier run had completed."""
+    kept = getattr(outputs, "kept", 0)
+    written = len(outputs) - kept
+    line = f"wrote {written} label map{'s' if written != 1 else ''} to {output}"
+    return line + (f"; kept {kept} that an earlier run had completed (--skip-existing)" if kept else "")
+
+
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A best.pt or last.pt from a run.")],
@@ -154,7 +162,7 @@ def predict(
         checkpoint, inputs, output, _parse_scales(scales), png=png, device=device,
         skip_existing=skip_existing, largest_component=largest_component, probabilities=probabilities, uncertainty=uncertainty,
     )
-    typer.echo(f"wrote {len(written)} label map{'s' if len(written) != 1 else ''} to {output}")
+    typer.echo(_prediction_summary(written, output))
 
 
 @app.command()

@@ -109,8 +109,11 @@ def test_predict_skip_existing_resumes_an_interrupted_prediction(tmp_path, phant
     first, second = sorted(out.glob("*.nii.gz"))
     second.unlink()  # as if the run died before the second volume
     before = first.stat().st_mtime_ns
-    assert run_cli("predict", "--checkpoint", ckpt, "--input", patient, "--output", out, "--skip-existing")[0] == 0
+    code, printed, err = run_cli("predict", "--checkpoint", ckpt, "--input", patient, "--output", out, "--skip-existing")
+    assert code == 0, err
     assert second.is_file() and first.stat().st_mtime_ns == before
+    # Both counts: it kept one and wrote one (it used to say "wrote 2 label maps").
+    assert printed.strip() == f"wrote 1 label map to {out}; kept 1 that an earlier run had completed (--skip-existing)"
 
 
 def test_amp_setting_is_ignored_on_cpu(tmp_path, phantom_root, tiny_manifest, run_cli):
