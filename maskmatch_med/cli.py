@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from maskmatch_med import __version__
-from maskmatch_med.errors import UserError
+from maskmatch_med.errors import TrainingInterrupted, UserError
 
 app = typer.Typer(
     name="maskmatch-med",
@@ -55,6 +55,9 @@ def synth(
     if dataset != "acdc":
         raise UserError(f"synth: unknown dataset {dataset!r} (available: acdc)")
     from maskmatch_med.data.phantom import write_acdc_phantom
+    from maskmatch_med.engine.writers import check_output_directory
+
+    check_output_directory(out, "--out")
 
     written = write_acdc_phantom(out, patients=patients, seed=seed, style=style, first=first)
     suffix = "" if style.strip().upper() == "A" else f" (style {style.strip().upper()})"
@@ -79,12 +82,24 @@ def train(
             raise UserError(f"{recipe}: a directory without recipe.yaml is not a run directory")
         recipe, overrides = recipe / "recipe.yaml", [f"output_dir={recipe}", *overrides]
     show_bar = sys.stderr.isatty() if progress is None else progress
-    result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
+    try:
+        result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
+    except TrainingInterrupted as interruption:  # typer would turn it into a silent exit 130
+        typer.echo(str(interruption), err=True)
+        raise typer.Exit(130) from None
     if result.is_main:
         typer.echo(
-            f"done in {result.seconds / 60:.1f} min; best validation {result.score_key} {result.best_score:.4f} at iteration "
+            f"done in {_duration(result)}; best validation {result.score_key} {result.best_score:.4f} at iteration "
             f"{result.best_iteration}; checkpoint {result.best_checkpoint}"
         )
+
+
+def _duration(result) -> str:
+    """The final line's time, saying what it counts: a resumed run times only the part it ran."""
+    minutes = f"{result.seconds / 60:.1f} min"
+    if result.first_iteration == 0:
+        return f"{minutes} (the whole run)"
+    return f"{minutes} (this part: iterations {result.first_iteration + 1}-{result.iterations}, resumed at {result.first_iteration})"
 
 
 @app.command("check-data")
@@ -141,6 +156,14 @@ def _prediction_inputs(inputs: list[Path], datalist: Path | None, section: str) 
     return [*inputs, *section_images(datalist, section)]
 
 
+def _prediction_summary(outputs: list[Path], output: Path) -> str:
+    """`wrote N label maps to OUTPUT`, and with --skip-existing how many an earlier run had completed."""
+    kept = getattr(outputs, "kept", 0)
+    written = len(outputs) - kept
+    line = f"wrote {written} label map{'s' if written != 1 else ''} to {output}"
+    return line + (f"; kept {kept} that an earlier run had completed (--skip-existing)" if kept else "")
+
+
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A best.pt or last.pt from a run.")],
@@ -167,7 +190,7 @@ def predict(
         checkpoint, _prediction_inputs(inputs or [], datalist, section), output, _parse_scales(scales), png=png, device=device,
         skip_existing=skip_existing, largest_component=largest_component, probabilities=probabilities, uncertainty=uncertainty,
     )
-    typer.echo(f"wrote {len(written)} label map{'s' if len(written) != 1 else ''} to {output}")
+    typer.echo(_prediction_summary(written, output))
 
 
 @app.command()

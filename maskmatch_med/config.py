@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from maskmatch_med.errors import UserError
 
@@ -295,11 +295,23 @@ class TrainConfig(Section):
     head_lr_mult: float = Field(1.0, gt=0.0, description="lr multiplier of the parameters outside a pretrained encoder")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA (ignored on CPU)")
 
+    # Whether unlabeled_batch_size came from batch_size: recipe.yaml then records it unset, so that a
+    # resumed run given --set train.batch_size derives it again instead of keeping the old value.
+    _derived_unlabeled_batch: bool = PrivateAttr(False)
+
     @model_validator(mode="after")
     def _unlabeled_batch(self) -> TrainConfig:
         if self.unlabeled_batch_size is None:
             self.unlabeled_batch_size = max(2, self.batch_size)
+            self._derived_unlabeled_batch = True
         return self
+
+    def as_recipe_values(self) -> dict:
+        """The section as recipe.yaml records it: derived values left unset."""
+        values = self.model_dump(mode="json")
+        if self._derived_unlabeled_batch:
+            values["unlabeled_batch_size"] = None
+        return values
 
 
 class VolumeConfig(Section):
@@ -358,7 +370,10 @@ class Recipe(Section):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved recipe (recipe.yaml, checkpoints); values derived from other keys stay unset."""
+        values = self.model_dump(mode="json")
+        values["train"] = self.train.as_recipe_values()
+        return yaml.safe_dump(values, sort_keys=False)
 
 
 def _format_error(source: str, error: ValidationError) -> str:
@@ -405,8 +420,88 @@ def recipe_from_dict(raw: dict, source: str) -> Recipe:
         raise UserError(_format_error(source, error)) from None
 
 
+def _dotted_keys(parts: list[str], value: Any) -> list[str]:
+    """Every dotted key an override sets: `train={iterations: 2}` sets `train.iterations` too."""
+    key = ".".join(parts)
+    if not isinstance(value, dict):
+        return [key]
+    return [key, *(k for name, child in value.items() for k in _dotted_keys([*parts, str(name)], child))]
+
+
+def _section(raw: dict, name: str) -> dict:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _iterations_over_epochs(raw: dict, given: dict[str, str]) -> None:
+    """`train.epochs` replaces `train.iterations` (trainer.py), so `--set train.iterations=N` on a recipe
+    that sets epochs (recipes/voc.yaml) would be ignored: the explicit budget wins and epochs is
+    dropped. Both given on the command line is refused, since either could be meant."""
+    train = _section(raw, "train")
+    if "train.iterations" not in given or train.get("epochs") is None:
+        return
+    if "train.epochs" in given:
+        raise UserError(
+            f"--set {given['train.iterations']} and --set {given['train.epochs']} conflict: train.epochs sets "
+            "train.iterations (epochs x batches per epoch); give only one of them"
+        )
+    train["epochs"] = None
+
+
+# Keys of a single-source recipe that a domain-adaptation recipe's data.labeled / data.unlabeled replace.
+SINGLE_SOURCE_KEYS = {
+    "layout": "data.labeled.layout or data.unlabeled.layout",
+    "root": "data.labeled.root or data.unlabeled.root",
+    "datalist": "data.labeled.datalist or data.unlabeled.datalist",
+    "manifest": "data.labeled.manifest or data.unlabeled.manifest",
+    "num_labeled": "data.labeled.num_labeled",
+}
+
+
+def _single_source_keys_under_adaptation(raw: dict, given: dict[str, str]) -> None:
+    """A domain-adaptation recipe reads its cases from data.labeled and data.unlabeled only, so an
+    override of data.root (or layout, datalist, manifest, num_labeled) would change nothing: refused,
+    naming the key that does what was meant."""
+    data = _section(raw, "data")
+    if data.get("labeled") is None and data.get("unlabeled") is None:
+        return
+    for key, instead in SINGLE_SOURCE_KEYS.items():
+        if f"data.{key}" in given:
+            raise UserError(
+                f"--set {given[f'data.{key}']}: this domain-adaptation recipe takes its cases from data.labeled and "
+                f"data.unlabeled, which replace data.{key}; set {instead} instead"
+            )
+
+
+def _split_keys_of_natural_layouts(raw: dict, given: dict[str, str]) -> None:
+    """VOC and Cityscapes take their labeled images from data.splits (labeled.txt), so an override of
+    data.num_labeled or data.manifest would be ignored: refused, with the command that draws a split."""
+    data = _section(raw, "data")
+    layout = data.get("layout")
+    if layout not in ("voc", "cityscapes"):
+        return
+    for key in ("num_labeled", "manifest"):
+        if f"data.{key}" in given:
+            raise UserError(
+                f"--set {given[f'data.{key}']}: layout {layout} takes its labeled images from data.splits "
+                f"(labeled.txt), not data.{key}; write a split with `maskmatch-med manifest {layout} --root ROOT "
+                "--labeled N --out DIR` and --set data.splits=DIR"
+            )
+
+
+def settle_overrides(raw: dict, given: dict[str, str]) -> None:
+    """Make every `--set` count: an override wins over a recipe value that would replace it, or is
+    refused in one line naming both keys and the fix. `given` maps each overridden dotted key to the
+    `KEY=VALUE` text as typed. (checkpoint_every, unlabeled_batch_size and eval_window follow their
+    source key only while unset, so an override of either side already counts.)"""
+    _iterations_over_epochs(raw, given)
+    _single_source_keys_under_adaptation(raw, given)
+    _split_keys_of_natural_layouts(raw, given)
+
+
 def load_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe (safe loader), apply `--set` overrides, validate."""
+    """Read a YAML recipe (safe loader), apply `--set` overrides (each wins over the recipe values it
+    conflicts with, see settle_overrides), validate."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: recipe not found")
@@ -418,8 +513,11 @@ def load_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Reci
         raise UserError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections (data, model, method, train)")
+    given: dict[str, str] = {}
     for text in overrides:
         parts, value = parse_override(text)
         apply_override(raw, parts, value, text)
+        given.update(dict.fromkeys(_dotted_keys(parts, value), text))
+    settle_overrides(raw, given)
     source = f"{path}" + (" (with --set)" if overrides else "")
     return recipe_from_dict(raw, source)

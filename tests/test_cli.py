@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import yaml
 
 from conftest import tiny_recipe
 
@@ -59,11 +60,19 @@ def test_train_writes_run_directory(trained_run):
     val = list(csv.DictReader(open(trained_run / "val_log.csv")))
     assert [int(r["iteration"]) for r in val] == [2, 4]
     assert {"dice_RV", "dice_Myo", "dice_LV", "dice_mean"} <= set(val[0])
-    records = [json.loads(line) for line in open(trained_run / "metrics.jsonl")]
+    records = [strict_json(line) for line in open(trained_run / "metrics.jsonl")]
     assert {r["kind"] for r in records} == {"train", "val"}
     assert any((trained_run / "tensorboard").iterdir())
     # No temporary files left behind by the atomic writes.
     assert not [p for p in trained_run.rglob("*.tmp")]
+
+
+def strict_json(line: str) -> dict:
+    """json.loads as jq and other JSON readers parse: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
 
 
 def test_checkpoint_contents_load_safely(trained_run):
@@ -79,7 +88,9 @@ def test_resume_matches_uninterrupted_run(tmp_path, phantom_root, tiny_manifest,
     from maskmatch_med.engine import trainer
 
     full = tiny_recipe(tmp_path / "full.yaml", phantom_root, tiny_manifest, tmp_path / "full")
-    assert run_cli("train", full, "--no-progress")[0] == 0
+    code, out, err = run_cli("train", full, "--no-progress")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("maskmatch: ") and "done in " in out and " min (the whole run); best validation" in out
 
     split = tiny_recipe(tmp_path / "split.yaml", phantom_root, tiny_manifest, tmp_path / "split")
     real_save = trainer.save_checkpoint
@@ -90,12 +101,21 @@ def test_resume_matches_uninterrupted_run(tmp_path, phantom_root, tiny_manifest,
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    assert run_cli("train", split, "--no-progress")[0] == 130
+    code, _, err = run_cli("train", split, "--no-progress")
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    assert torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 2
+    last = tmp_path / "split" / "checkpoints" / "last.pt"
+    assert code == 130 and torch.load(last, weights_only=True)["iteration"] == 2
+    # Ctrl-C says where the last checkpoint is and the exact command that continues the run.
+    assert err.strip() == (
+        f"interrupted after 2 of 4 iterations; the last checkpoint is {last} (iteration 2); "
+        f"continue with `maskmatch-med train {tmp_path / 'split'} --resume`"
+    )
 
-    code, out, err = run_cli("train", split, "--no-progress", "--resume")
+    code, out, err = run_cli("train", tmp_path / "split", "--no-progress", "--resume")  # the command it printed
     assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"resuming {last} at iteration 2 of 4" and lines[1].startswith("maskmatch: ")
+    assert " min (this part: iterations 3-4, resumed at 2); best validation" in lines[-1]
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
     assert b["iteration"] == 4
@@ -245,21 +265,78 @@ def test_recipe_typo_and_wrong_type(tmp_path, phantom_root, tiny_manifest, run_c
     assert not (tmp_path / "out").exists()
 
 
+def test_set_iterations_wins_over_the_recipes_epochs(tmp_path, phantom_root, tiny_manifest, run_cli):
+    """recipes/voc.yaml sets train.epochs, which used to replace an explicit --set train.iterations."""
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out",
+                         train={"epochs": 50}, method={"warmup_iterations": 5})
+    code, out, err = run_cli("train", recipe, "--no-progress", "--set", "train.iterations=2")
+    assert code == 0, err
+    assert [int(r["iteration"]) for r in csv.DictReader(open(tmp_path / "out" / "train_log.csv"))] == [1, 2]
+    saved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())["train"]
+    assert (saved["iterations"], saved["epochs"]) == (2, None)
+    # The recipe's warm-up, sized for its own budget, now covers the whole run: said, not hidden.
+    assert "note: method.warmup_iterations=5 covers all train.iterations=2, so this run trains the supervised loss only" in out
+
+
+def test_conflicting_or_ignored_overrides_are_refused(tmp_path, phantom_root, tiny_manifest, run_cli):
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"epochs": 50})
+    code, _, err = run_cli("train", recipe, "--set", "train.iterations=2", "--set", "train.epochs=3")
+    assert_one_line_error(code, err, "--set train.iterations=2 and --set train.epochs=3 conflict", "give only one of them")
+    source = {"layout": "acdc", "root": str(phantom_root), "manifest": str(tiny_manifest)}
+    adaptation = tiny_recipe(tmp_path / "da.yaml", phantom_root, tiny_manifest, tmp_path / "out", data={"labeled": source, "unlabeled": source})
+    code, _, err = run_cli("check-data", adaptation, "--set", "data.num_labeled=2")
+    assert_one_line_error(code, err, "--set data.num_labeled=2: this domain-adaptation recipe", "set data.labeled.num_labeled instead")
+    code, _, err = run_cli("train", adaptation, "--set", f"data.root={tmp_path}")
+    assert_one_line_error(code, err, "replace data.root; set data.labeled.root or data.unlabeled.root instead")
+    code, _, err = run_cli("check-data", "recipes/voc.yaml", "--set", "data.num_labeled=92")
+    assert_one_line_error(code, err, "--set data.num_labeled=92: layout voc takes its labeled images from data.splits",
+                          "maskmatch-med manifest voc --root ROOT --labeled N --out DIR")
+    assert not (tmp_path / "out").exists()
+
+
 def test_checkpoint_from_another_model_or_not_a_checkpoint(trained_run, tmp_path, phantom_root, tiny_manifest, run_cli):
     other = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "other", model={"channels": [8, 16, 32]})
     shutil.copytree(trained_run / "checkpoints", tmp_path / "other" / "checkpoints")
     assert_one_line_error(*run_cli("train", other, "--resume", "--no-progress")[::2], "last.pt", "do not fit")
 
     junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"not a checkpoint")
+    junk.write_bytes(b"\x80\x04not a checkpoint")  # a pickle stream's first bytes, then nonsense
     assert_one_line_error(*run_cli("predict", "--checkpoint", junk, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2],
                           "junk.pt: not a readable checkpoint: not a PyTorch checkpoint file")
     assert not (tmp_path / "p").exists()
 
+
+class RunsCode:
+    """Unpickling this calls os.system: what weights_only loading exists to refuse."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo unsafe",))
+
+
+@pytest.mark.parametrize("payload, named", [({"model": object()}, "(object)"), ({"model": RunsCode()}, "system)")])
+def test_unsafe_checkpoint_is_refused_without_inviting_unsafe_loading(payload, named, tmp_path, phantom_root, run_cli):
+    """Part 5 of issue 14: say what was refused and why, never PyTorch's advice to turn the check off."""
     pickled = tmp_path / "pickled.pt"
-    torch.save({"model": object()}, pickled)
-    assert_one_line_error(*run_cli("predict", "--checkpoint", pickled, "--input", phantom_root / "patient001", "--output", tmp_path / "p")[::2],
-                          "pickled.pt", "pickled Python objects")
+    torch.save(payload, pickled)
+    code, out, err = run_cli("predict", "--checkpoint", pickled, "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    assert_one_line_error(code, err, f"{pickled}: refused: it holds pickled Python objects (", "which could run code when loaded")
+    assert named in err and "weights_only" not in err and "False" not in err and len(err.strip().splitlines()) == 1
+    assert "unsafe" not in out and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("text", ["epoch,loss\n1,0.5\n", "data:\n  root: demo_data/acdc\n", "hello\n"])
+def test_text_file_as_checkpoint_says_it_is_not_one(text, tmp_path, phantom_root, run_cli):
+    """A recipe, a CSV log or any text given as --checkpoint (it once said 'pop from empty list')."""
+    fake = tmp_path / "best.pt"
+    fake.write_text(text)
+    code, _, err = run_cli("predict", "--checkpoint", fake, "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    assert_one_line_error(code, err, f"{fake}: not a checkpoint: it is a text file", "RUN/checkpoints/best.pt")
+    assert not (tmp_path / "p").exists()
+    fake.write_bytes(b"")
+    code, _, err = run_cli("predict", "--checkpoint", fake, "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    assert_one_line_error(code, err, f"{fake}: not a checkpoint: the file is empty")
 
 
 def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, run_cli):
@@ -269,6 +346,41 @@ def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, ru
                            "--input", root / "patient001", "--output", root / "patient001")
     assert_one_line_error(code, err, "patient001")
     assert sorted(p.name for p in (root / "patient001").iterdir()) == before
+
+
+def test_output_that_is_a_file_is_one_line(trained_run, tmp_path, phantom_root, tiny_manifest, run_cli):
+    """--output / --out naming a file (or a path under one) used to be a FileExistsError traceback."""
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    checkpoint = trained_run / "checkpoints" / "best.pt"
+    for output in (taken, taken / "sub"):
+        code, _, err = run_cli("predict", "--checkpoint", checkpoint, "--input", phantom_root / "patient001", "--output", output)
+        assert_one_line_error(code, err, f"--output: {output}", "not a directory")
+        code, _, err = run_cli("synth", "acdc", "--out", output, "--patients", "1")
+        assert_one_line_error(code, err, f"--out: {output}", "not a directory")
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "unused")
+    code, _, err = run_cli("train", recipe, "--no-progress", "--output", taken)
+    assert_one_line_error(code, err, f"output_dir (--output): {taken} is a file, not a directory")
+    assert taken.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "taken"]
+
+
+def test_predict_device_errors_name_the_option(trained_run, tmp_path, phantom_root, run_cli, monkeypatch):
+    args = ("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", phantom_root / "patient001", "--output", tmp_path / "p")
+    code, _, err = run_cli(*args, "--device", "gpu0")
+    assert_one_line_error(code, err, "--device: 'gpu0' is not a device; use cpu, cuda, cuda:N or auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(*args, "--device", "cuda")
+    assert_one_line_error(code, err, "--device: cuda requested but no CUDA device is available")
+    assert "train.device" not in err and not (tmp_path / "p").exists()
+
+
+def test_missing_demo_data_says_how_to_make_it(tmp_path, tiny_manifest, run_cli):
+    """`train recipes/demo.yaml` before `synth`: the first thing a newcomer may meet."""
+    recipe = tiny_recipe(tmp_path / "r.yaml", tmp_path / "demo_data" / "acdc", tiny_manifest, tmp_path / "out")
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert_one_line_error(code, err, f"data.root: {tmp_path / 'demo_data' / 'acdc'} does not exist",
+                          f"`maskmatch-med synth acdc --out {tmp_path / 'demo_data' / 'acdc'} --patients 30`", "`make demo`")
+    assert not (tmp_path / "out").exists()
 
 
 def test_console_script_and_module_entry_points(tmp_path):

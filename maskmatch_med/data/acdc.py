@@ -60,6 +60,16 @@ def read_patient_list(path: Path) -> list[str]:
     return ids
 
 
+def missing_root(root: Path, key: str) -> str:
+    """The line for an ACDC root that is not there, with the two ways to get one: a newcomer running
+    recipes/demo.yaml before `synth` meets this first."""
+    state = "is not a directory" if Path(root).exists() else "does not exist"
+    return (
+        f"{key}: {root} {state}; point {key} at the folder holding patientNNN/ folders, or write the demo's "
+        f"phantom there first: `maskmatch-med synth acdc --out {root} --patients 30` (or run `make demo`)"
+    )
+
+
 def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
     """Resolve the manifest's patient lists against the patients found under `root`.
 
@@ -69,7 +79,7 @@ def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data.root: {root} is not a directory")
+        raise UserError(missing_root(root, "data.root"))
     present = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("patient")}
     if not present:
         raise UserError(f"data.root: no patientNNN directories under {root}")

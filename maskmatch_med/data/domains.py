@@ -32,7 +32,8 @@ def _acdc_target(root: Path, manifest: Path, key: str) -> Splits:
     (no labeled_order.txt needed: nothing of the target is trained on with labels)."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{key}.root: {root} is not a directory")
+        # The demo's two phantoms are written by the synth commands at the top of recipes/da_demo.yaml.
+        raise UserError(f"{key}.root: {root} is not a directory (recipes/da_demo.yaml: its first lines write both phantoms)")
     present = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("patient")}
     if not present:
         raise UserError(f"{key}.root: no patientNNN directories under {root}")

@@ -229,6 +229,20 @@ def with_progress(plan: list, progress: bool):
     return tqdm(plan, desc="predict", unit="vol")
 
 
+class Predictions(list):
+    """The label files of one `predict`, in input order (the plain list it always returned), counting
+    in `kept` those that --skip-existing left as an earlier run completed them: the summary line then
+    says how many were written and how many kept, instead of calling them all written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = 0
+
+    def add(self, path: Path, kept: bool = False) -> None:
+        self.append(path)
+        self.kept += int(kept)
+
+
 def already_written(src: Path, label_out: Path, png_out: Path | None, extra: Sequence[Path] = ()) -> bool:
     """Whether an earlier, interrupted run left every output of `src` complete (--skip-existing)."""
     return _complete(label_out, src) and (png_out is None or png_out.is_file()) and all(p.is_file() for p in extra)
@@ -264,11 +278,10 @@ def predict_files(
     names = _label_names(int(num_classes), class_names)
 
     model = model.to(device)
-
-    written = []
+    written = Predictions()
     for src, label_out, png_out in with_progress(plan, progress):
         if skip_existing and already_written(src, label_out, png_out):
-            written.append(label_out)  # finished by an earlier, interrupted run (writes are atomic)
+            written.add(label_out, kept=True)  # finished by an earlier, interrupted run (writes are atomic)
             continue
         vol = load_volume(src)
         probs = predict_volume_probabilities(
@@ -286,7 +299,7 @@ def predict_files(
         write_label_like(labels, src, label_out)
         if png_out is not None:
             write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing))
-        written.append(label_out)
+        written.add(label_out)
     if names is not None:
         write_json_atomic(names, output_dir / "labels.json")
     return written

@@ -11,6 +11,7 @@ from PIL import Image
 
 from maskmatch_med.data.natural import image_files, palette_for, read_image
 from maskmatch_med.data.natural_batches import normalise
+from maskmatch_med.engine.inference import Predictions
 from maskmatch_med.engine.writers import atomic_path, write_json_atomic
 from maskmatch_med.errors import UserError
 
@@ -70,12 +71,13 @@ def predict_image_files(
     files = [f for given in inputs for f in image_files(given)]
     check_outputs(files, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    palette, written = palette_for(layout), []
+    palette, written = palette_for(layout), Predictions()
     for path in files:
         out = output_dir / f"{path.stem}.png"
-        if not (skip_existing and out.is_file()):
+        kept = skip_existing and out.is_file()
+        if not kept:
             write_palette_png(predict_labels(model, read_image(path), device, mode, window), palette, out)
-        written.append(out)
+        written.add(out, kept=kept)
     write_json_atomic(labels_json(layout, class_names), output_dir / "labels.json")
     return written
 

@@ -9,6 +9,7 @@ import torch
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, recipe_of
 from maskmatch_med.engine.inference import collect_inputs, predict_files
 from maskmatch_med.engine.trainer import resolve_device
+from maskmatch_med.engine.writers import check_output_directory
 from maskmatch_med.errors import UserError
 from maskmatch_med.models import build_model, size_divisor
 
@@ -27,7 +28,8 @@ def run_prediction(
     checkpoint: Path, input_paths: list[Path], output_dir: Path, scales, png: bool = False, device: str = "auto", skip_existing: bool = False,
     largest_component: bool = False, probabilities: bool = False, uncertainty: bool = False,
 ) -> list[Path]:
-    torch_device = resolve_device(device)
+    check_output_directory(output_dir, "--output")
+    torch_device = resolve_device(device, "--device")
     from maskmatch_med.engine.predictor_natural import natural_checkpoint, predict_natural
 
     natural = natural_checkpoint(checkpoint, torch_device)

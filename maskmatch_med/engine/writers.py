@@ -18,6 +18,8 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 
+from maskmatch_med.errors import UserError
+
 # Fixed class colours (RGB) for overlays; class 0 (background) is never drawn. ACDC: 1 RV red,
 # 2 myocardium green, 3 LV blue. Classes past the table reuse it cyclically.
 CLASS_COLOURS = np.array(
@@ -66,6 +68,20 @@ def atomic_path(out_path: Path) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
+
+
+def check_output_directory(path: Path, option: str) -> None:
+    """Refuse, in one line naming `option`, an output directory that is a file or lies under one:
+    checked before anything is computed, since the first write would otherwise fail half-way with a
+    traceback. A directory that does not exist yet is fine (it is created when the first file is written)."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+            raise UserError(f"{option}: {path} {where}, not a directory; choose a directory (it is created if missing)")
+        return
 
 
 def write_text_atomic(text: str, out_path: Path) -> Path:
