@@ -339,6 +339,38 @@ def test_text_file_as_checkpoint_says_it_is_not_one(text, tmp_path, phantom_root
     assert_one_line_error(code, err, f"{fake}: not a checkpoint: the file is empty")
 
 
+def test_predict_reads_every_input_before_writing_any(trained_run, tmp_path, phantom_root, run_cli):
+    """Good files followed by bad ones used to leave the good ones' label maps and no labels.json."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    images = sorted(p for p in (phantom_root / "patient001").glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))
+    for image in images:
+        shutil.copy(image, inputs / image.name)
+    truncated = inputs / "zz_truncated.nii.gz"  # sorts after the good ones; its header still reads
+    truncated.write_bytes(images[0].read_bytes()[: images[0].stat().st_size // 2])
+    flat = inputs / "zz_flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), flat)
+    code, _, err = run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", inputs,
+                           "--output", tmp_path / "pred")
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert all(line.startswith("error: ") for line in lines) and len(lines) == 3, err  # one line per bad file
+    assert f"{flat}: expected a 3D image" in lines[0]
+    assert f"{truncated}: cannot read the image data, the file may be truncated or corrupt" in lines[1]
+    assert lines[2] == "error: 2 of 4 inputs cannot be read; nothing was written"
+    assert not (tmp_path / "pred").exists()
+
+
+def test_predict_refuses_a_label_map_named_as_input(trained_run, tmp_path, phantom_root, run_cli):
+    """A directory's *_gt files are skipped; one named explicitly was segmented as if it were an image."""
+    label = sorted((phantom_root / "patient001").glob("*_gt.nii.gz"))[0]
+    image = label.name.replace("_gt.nii.gz", ".nii.gz")
+    code, _, err = run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt",
+                           "--input", label.with_name(image), "--input", label, "--output", tmp_path / "pred")
+    assert_one_line_error(code, err, f"{label}: a label map (named *_gt), not an image; give --input the image ({image})")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "pred").exists()
+
+
 def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, run_cli):
     root = copy_phantom(phantom_root, tmp_path)
     before = sorted(p.name for p in (root / "patient001").iterdir())
