@@ -258,6 +258,25 @@ def test_missing_patient_and_empty_unlabeled_split(tmp_path, phantom_root, tiny_
     assert code == 2 and "split 'unlabeled' is empty" in err
 
 
+def test_check_data_lists_every_layout_problem(tmp_path, phantom_root, tiny_manifest, run_cli):
+    """A missing patient folder or Info.cfg used to stop check-data at the first one."""
+    root = copy_phantom(phantom_root, tmp_path)
+    shutil.rmtree(root / "patient002")  # the validation patient
+    (root / "patient005" / "Info.cfg").unlink()
+    (root / "patient006" / "Info.cfg").write_text("Group: NOR\n")
+    recipe = tiny_recipe(tmp_path / "r.yaml", root, tiny_manifest, tmp_path / "out")
+    code, out, err = run_cli("check-data", recipe)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: {tiny_manifest / 'val.txt'}: patient002 not found under {root}",
+        f"error: {root / 'patient005' / 'Info.cfg'}: missing (needed for the ED/ES frame numbers)",
+        f"error: {root / 'patient006' / 'Info.cfg'}: no valid 'ED: <frame>' line",
+        "error: 3 data problems found; fix them (maskmatch-med check-data RECIPE) and run again",
+    ]
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert code == 2 and err.count("\n") == 4 and not (tmp_path / "out").exists()
+
+
 def test_recipe_typo_and_wrong_type(tmp_path, phantom_root, tiny_manifest, run_cli):
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out")
     assert_one_line_error(*run_cli("train", recipe, "--set", "method.mask.ratoi=0.5")[::2], "method.mask.ratoi: unknown key")
