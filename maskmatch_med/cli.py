@@ -81,9 +81,8 @@ def train(
         if not (recipe / "recipe.yaml").is_file():
             raise UserError(f"{recipe}: a directory without recipe.yaml is not a run directory")
         recipe, overrides = recipe / "recipe.yaml", [f"output_dir={recipe}", *overrides]
-    show_bar = sys.stderr.isatty() if progress is None else progress
     try:
-        result = run_training(load_recipe(recipe, overrides), resume=resume, progress=show_bar)
+        result = run_training(load_recipe(recipe, overrides), resume=resume, progress=_show_progress(progress))
     except TrainingInterrupted as interruption:  # typer would turn it into a silent exit 130
         typer.echo(str(interruption), err=True)
         raise typer.Exit(130) from None
@@ -92,6 +91,12 @@ def train(
             f"done in {_duration(result)}; best validation {result.score_key} {result.best_score:.4f} at iteration "
             f"{result.best_iteration}; checkpoint {result.best_checkpoint}"
         )
+
+
+def _show_progress(progress: bool | None) -> bool:
+    """--progress/--no-progress, else a bar only when stderr is a terminal: in a log file or a pipe its
+    carriage-return redraws are noise (train and predict alike)."""
+    return sys.stderr.isatty() if progress is None else progress
 
 
 def _duration(result) -> str:
@@ -154,6 +159,7 @@ def predict(
     largest_component: Annotated[bool, typer.Option("--largest-component", help="Keep only the largest connected component of each class.")] = False,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="3D: also write OUTPUT/probabilities/NAME (float32, one channel per class).")] = False,
     uncertainty: Annotated[bool, typer.Option("--uncertainty", help="3D: also write OUTPUT/uncertainty/NAME, the disagreement across --scales.")] = False,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Segment NIfTI volumes; each output has its input's shape, affine and orientation."""
     from maskmatch_med.engine.predictor import run_prediction
@@ -161,6 +167,7 @@ def predict(
     written = run_prediction(
         checkpoint, inputs, output, _parse_scales(scales), png=png, device=device,
         skip_existing=skip_existing, largest_component=largest_component, probabilities=probabilities, uncertainty=uncertainty,
+        progress=_show_progress(progress),
     )
     typer.echo(_prediction_summary(written, output))
 

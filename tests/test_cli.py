@@ -165,6 +165,20 @@ def test_predict_keeps_input_geometry(trained_run, phantom_root, run_cli, tmp_pa
     assert json.loads((tmp_path / "pred" / "labels.json").read_text()) == {"0": "background", "1": "RV", "2": "Myo", "3": "LV"}
 
 
+def test_predict_draws_a_progress_bar_only_on_a_terminal(trained_run, phantom_root, run_cli, tmp_path, monkeypatch):
+    """As train decides: a bar's redraws in a log file or a pipe are noise (predict drew one always)."""
+    args = ("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", phantom_root / "patient001")
+    code, _, err = run_cli(*args, "--output", tmp_path / "logged")  # stderr captured: not a terminal
+    assert code == 0 and err == ""
+    code, _, err = run_cli(*args, "--output", tmp_path / "asked", "--progress")
+    assert code == 0 and "predict: 100%" in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run_cli(*args, "--output", tmp_path / "terminal")
+    assert code == 0 and "predict: 100%" in err
+    code, _, err = run_cli(*args, "--output", tmp_path / "declined", "--no-progress")
+    assert code == 0 and err == ""
+
+
 def test_evaluate_reports_per_case_and_class(trained_run, phantom_root, run_cli, tmp_path):
     assert run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt",
                    "--input", phantom_root / "patient001", "--output", tmp_path / "pred")[0] == 0

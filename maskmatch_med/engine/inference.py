@@ -235,13 +235,14 @@ def _complete(output: Path, source: Path) -> bool:
         return False
 
 
-def with_progress(plan: list, progress: bool):
-    """The output plan, behind a progress bar when asked."""
+def with_progress(plan: list, progress: bool, unit: str = "vol"):
+    """The output plan, behind a progress bar when asked (the CLI asks when stderr is a terminal: in a
+    log file or a pipe, a bar's carriage-return redraws are noise)."""
     if not progress:
         return plan
     from tqdm import tqdm
 
-    return tqdm(plan, desc="predict", unit="vol")
+    return tqdm(plan, desc="predict", unit=unit)
 
 
 class Predictions(list):
