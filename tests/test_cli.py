@@ -448,6 +448,31 @@ def test_missing_demo_data_says_how_to_make_it(tmp_path, tiny_manifest, run_cli)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "command, usage",
+    [((), "maskmatch-med [OPTIONS] COMMAND [ARGS]..."), (("train",), "maskmatch-med train [OPTIONS] RECIPE"),
+     (("check-data",), "maskmatch-med check-data [OPTIONS] RECIPE"), (("predict",), "maskmatch-med predict [OPTIONS]"),
+     (("evaluate",), "maskmatch-med evaluate [OPTIONS]"), (("compare",), "maskmatch-med compare [OPTIONS] NAME=REPORT.csv..."),
+     (("synth",), "maskmatch-med synth [OPTIONS] DATASET"), (("manifest",), "maskmatch-med manifest [OPTIONS] DATASET")],
+)
+def test_help_names_arguments_and_values_plainly(command, usage, run_cli):
+    """--help printed `<bool>` beside every flag and `{recipe}` in the usage line (typer 0.2x's rendering)."""
+    code, out, err = run_cli(*command, "--help")
+    assert code == 0, err
+    assert usage in out and "{" not in out and "<bool>" not in out
+    rows = {}  # option -> the words of its help row, table borders and required marks left out
+    for line in out.splitlines():
+        words = [word for word in line.split() if word not in ("│", "*")]
+        if words and words[0].startswith("--"):
+            rows[words[0]] = words
+    assert rows["--help"][1:3] == ["Show", "this"]  # nothing between a flag and its help
+    expected = {"train": {"--set": "KEY=VALUE", "--output": "DIR", "--resume": "Continue"},
+                "predict": {"--checkpoint": "FILE", "--input": "PATH", "--device": "DEVICE", "--png": "Also"},
+                "evaluate": {"--pred": "DIR", "--class-names": "NAME,NAME,..."}}.get(command[0] if command else "", {})
+    for option, word in expected.items():
+        assert rows[option][1] == word, rows[option]
+
+
 def test_console_script_and_module_entry_points(tmp_path):
     """`python -m maskmatch_med` works (torchrun launches it that way) and errors exit 2 without a traceback."""
     result = subprocess.run([sys.executable, "-m", "maskmatch_med", "train", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
