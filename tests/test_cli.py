@@ -166,6 +166,28 @@ def test_predict_keeps_input_geometry(trained_run, phantom_root, run_cli, tmp_pa
     assert json.loads((tmp_path / "pred" / "labels.json").read_text()) == {"0": "background", "1": "RV", "2": "Myo", "3": "LV"}
 
 
+def test_predict_png_montage_has_a_colour_legend(trained_run, phantom_root, run_cli, tmp_path):
+    """Below the tiles, a strip with a swatch of each class's colour (RV red, Myo green, LV blue) and its name."""
+    from skimage import io as skio
+
+    from maskmatch_med.data.preprocess import slice_axis_of
+    from maskmatch_med.engine.writers import LEGEND_PAD, LEGEND_ROW, LEGEND_SWATCH, montage_grid
+
+    image = sorted(p for p in (phantom_root / "patient001").glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))[0]
+    code, _, err = run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", image,
+                           "--output", tmp_path / "pred", "--png")
+    assert code == 0, err
+    pic = skio.imread(str(tmp_path / "pred" / image.name.replace(".nii.gz", ".png")))
+    source = nib.load(image)
+    axis = slice_axis_of(tuple(float(z) for z in source.header.get_zooms()[:3]))
+    across, up = (source.shape[a] for a in range(3) if a != axis)
+    rows, cols = montage_grid(min(12, source.shape[axis]))
+    assert pic.shape == (rows * up + LEGEND_ROW + LEGEND_PAD, cols * across, 3)  # tiles, then one legend row
+    strip = pic[rows * up :]
+    for colour in ((230, 25, 75), (60, 180, 75), (0, 130, 200)):  # RV, Myo, LV
+        assert np.all(strip == np.asarray(colour, np.uint8), axis=-1).sum() == LEGEND_SWATCH**2
+
+
 def test_predict_draws_a_progress_bar_only_on_a_terminal(trained_run, phantom_root, run_cli, tmp_path, monkeypatch):
     """As train decides: a bar's redraws in a log file or a pipe are noise (predict drew one always)."""
     args = ("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", phantom_root / "patient001")

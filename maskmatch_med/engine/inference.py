@@ -192,6 +192,12 @@ def _label_names(num_classes: int, class_names: list[str] | None) -> dict[str, s
     return {str(i): name for i, name in enumerate(names)}
 
 
+def legend_names(num_classes: int, label_names: dict[str, str] | None) -> list[str]:
+    """The foreground names a --png montage's legend shows: the checkpoint's, else class1, class2, ...
+    (the names evaluate gives unnamed classes)."""
+    return [label_names[str(i)] if label_names else f"class{i}" for i in range(1, int(num_classes))]
+
+
 def plan_outputs(inputs: list[Path], output_dir: Path, png: bool = False) -> list[tuple[Path, Path, Path | None]]:
     """(input, label output, montage output or None) for each input; UserError if any output would
     overwrite an input, land in an input's directory, or collide with another output."""
@@ -343,7 +349,7 @@ def predict_files(
             labels = keep_largest_component(labels, int(num_classes))
         write_label_like(labels, src, label_out)
         if png_out is not None:
-            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing))
+            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing), class_names=legend_names(num_classes, names))
         written.add(label_out)
     if names is not None:
         write_json_atomic(names, output_dir / "labels.json")

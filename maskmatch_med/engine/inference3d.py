@@ -24,8 +24,8 @@ from maskmatch_med.data.nifti import load_volume
 from maskmatch_med.data.preprocess import slice_axis_of
 from maskmatch_med.data.volumes import from_network, prepare_image
 from maskmatch_med.engine.inference import (
-    Predictions, _label_names, _logits_of, labels_from_probabilities, pending_inputs, plan_outputs, require_readable,
-    with_progress,
+    Predictions, _label_names, _logits_of, labels_from_probabilities, legend_names, pending_inputs, plan_outputs,
+    require_readable, with_progress,
 )
 from maskmatch_med.engine.postprocess import keep_largest_component
 from maskmatch_med.engine.writers import atomic_path, write_json_atomic, write_label_like, write_overlay_montage
@@ -161,7 +161,8 @@ def predict_files_3d(
         if disagreement is not None:
             write_map_like(disagreement.numpy(), src, output_dir / "uncertainty" / src.name)
         if png_out is not None:
-            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing))
+            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing),
+                                  class_names=legend_names(recipe.data.num_classes, names))
         written.add(label_out)
     if names is not None:
         write_json_atomic(names, output_dir / "labels.json")
