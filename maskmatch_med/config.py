@@ -247,7 +247,7 @@ class MethodConfig(Section):
     ohem_thresh: float = Field(0.7, gt=0.0, le=1.0, description="OHEM: pixels whose true-class probability is below this are hard")
     ohem_min_kept: int = Field(200000, ge=1, description="OHEM: keep at least this many hardest pixels per batch")
     unsupervised_loss: Literal["ce", "dice"] = Field(
-        "ce", description="loss against pseudo-labels: ce (DESIGN.md, FixMatch/UniMatch natural images) or dice (UniMatch's medical recipe)"
+        "ce", description="loss against pseudo-labels: ce (FixMatch/UniMatch natural images) or dice (UniMatch's medical recipe)"
     )
     conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
     lambda_u: float = Field(1.0, ge=0.0, description="weight of the consistency loss L_s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,42 @@ def test_predict_keeps_input_geometry(trained_run, phantom_root, run_cli, tmp_pa
     assert json.loads((tmp_path / "pred" / "labels.json").read_text()) == {"0": "background", "1": "RV", "2": "Myo", "3": "LV"}
 
 
+def test_predict_png_montage_has_a_colour_legend(trained_run, phantom_root, run_cli, tmp_path):
+    """Below the tiles, a strip with a swatch of each class's colour (RV red, Myo green, LV blue) and its name."""
+    from skimage import io as skio
+
+    from maskmatch_med.data.preprocess import slice_axis_of
+    from maskmatch_med.engine.writers import LEGEND_PAD, LEGEND_ROW, LEGEND_SWATCH, montage_grid
+
+    image = sorted(p for p in (phantom_root / "patient001").glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))[0]
+    code, _, err = run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", image,
+                           "--output", tmp_path / "pred", "--png")
+    assert code == 0, err
+    pic = skio.imread(str(tmp_path / "pred" / image.name.replace(".nii.gz", ".png")))
+    source = nib.load(image)
+    axis = slice_axis_of(tuple(float(z) for z in source.header.get_zooms()[:3]))
+    across, up = (source.shape[a] for a in range(3) if a != axis)
+    rows, cols = montage_grid(min(12, source.shape[axis]))
+    assert pic.shape == (rows * up + LEGEND_ROW + LEGEND_PAD, cols * across, 3)  # tiles, then one legend row
+    strip = pic[rows * up :]
+    for colour in ((230, 25, 75), (60, 180, 75), (0, 130, 200)):  # RV, Myo, LV
+        assert np.all(strip == np.asarray(colour, np.uint8), axis=-1).sum() == LEGEND_SWATCH**2
+
+
+def test_predict_draws_a_progress_bar_only_on_a_terminal(trained_run, phantom_root, run_cli, tmp_path, monkeypatch):
+    """As train decides: a bar's redraws in a log file or a pipe are noise (predict drew one always)."""
+    args = ("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", phantom_root / "patient001")
+    code, _, err = run_cli(*args, "--output", tmp_path / "logged")  # stderr captured: not a terminal
+    assert code == 0 and err == ""
+    code, _, err = run_cli(*args, "--output", tmp_path / "asked", "--progress")
+    assert code == 0 and "predict: 100%" in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run_cli(*args, "--output", tmp_path / "terminal")
+    assert code == 0 and "predict: 100%" in err
+    code, _, err = run_cli(*args, "--output", tmp_path / "declined", "--no-progress")
+    assert code == 0 and err == ""
+
+
 def test_evaluate_reports_per_case_and_class(trained_run, phantom_root, run_cli, tmp_path):
     assert run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt",
                    "--input", phantom_root / "patient001", "--output", tmp_path / "pred")[0] == 0
@@ -258,6 +295,25 @@ def test_missing_patient_and_empty_unlabeled_split(tmp_path, phantom_root, tiny_
     assert code == 2 and "split 'unlabeled' is empty" in err
 
 
+def test_check_data_lists_every_layout_problem(tmp_path, phantom_root, tiny_manifest, run_cli):
+    """A missing patient folder or Info.cfg used to stop check-data at the first one."""
+    root = copy_phantom(phantom_root, tmp_path)
+    shutil.rmtree(root / "patient002")  # the validation patient
+    (root / "patient005" / "Info.cfg").unlink()
+    (root / "patient006" / "Info.cfg").write_text("Group: NOR\n")
+    recipe = tiny_recipe(tmp_path / "r.yaml", root, tiny_manifest, tmp_path / "out")
+    code, out, err = run_cli("check-data", recipe)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines() == [
+        f"error: {tiny_manifest / 'val.txt'}: patient002 not found under {root}",
+        f"error: {root / 'patient005' / 'Info.cfg'}: missing (needed for the ED/ES frame numbers)",
+        f"error: {root / 'patient006' / 'Info.cfg'}: no valid 'ED: <frame>' line",
+        "error: 3 data problems found; fix them (maskmatch-med check-data RECIPE) and run again",
+    ]
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert code == 2 and err.count("\n") == 4 and not (tmp_path / "out").exists()
+
+
 def test_recipe_typo_and_wrong_type(tmp_path, phantom_root, tiny_manifest, run_cli):
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out")
     assert_one_line_error(*run_cli("train", recipe, "--set", "method.mask.ratoi=0.5")[::2], "method.mask.ratoi: unknown key")
@@ -339,6 +395,38 @@ def test_text_file_as_checkpoint_says_it_is_not_one(text, tmp_path, phantom_root
     assert_one_line_error(code, err, f"{fake}: not a checkpoint: the file is empty")
 
 
+def test_predict_reads_every_input_before_writing_any(trained_run, tmp_path, phantom_root, run_cli):
+    """Good files followed by bad ones used to leave the good ones' label maps and no labels.json."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    images = sorted(p for p in (phantom_root / "patient001").glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))
+    for image in images:
+        shutil.copy(image, inputs / image.name)
+    truncated = inputs / "zz_truncated.nii.gz"  # sorts after the good ones; its header still reads
+    truncated.write_bytes(images[0].read_bytes()[: images[0].stat().st_size // 2])
+    flat = inputs / "zz_flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), flat)
+    code, _, err = run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt", "--input", inputs,
+                           "--output", tmp_path / "pred")
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert all(line.startswith("error: ") for line in lines) and len(lines) == 3, err  # one line per bad file
+    assert f"{flat}: expected a 3D image" in lines[0]
+    assert f"{truncated}: cannot read the image data, the file may be truncated or corrupt" in lines[1]
+    assert lines[2] == "error: 2 of 4 inputs cannot be read; nothing was written"
+    assert not (tmp_path / "pred").exists()
+
+
+def test_predict_refuses_a_label_map_named_as_input(trained_run, tmp_path, phantom_root, run_cli):
+    """A directory's *_gt files are skipped; one named explicitly was segmented as if it were an image."""
+    label = sorted((phantom_root / "patient001").glob("*_gt.nii.gz"))[0]
+    image = label.name.replace("_gt.nii.gz", ".nii.gz")
+    code, _, err = run_cli("predict", "--checkpoint", trained_run / "checkpoints" / "best.pt",
+                           "--input", label.with_name(image), "--input", label, "--output", tmp_path / "pred")
+    assert_one_line_error(code, err, f"{label}: a label map (named *_gt), not an image; give --input the image ({image})")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "pred").exists()
+
+
 def test_output_directory_equal_to_input(trained_run, tmp_path, phantom_root, run_cli):
     root = copy_phantom(phantom_root, tmp_path)
     before = sorted(p.name for p in (root / "patient001").iterdir())
@@ -381,6 +469,42 @@ def test_missing_demo_data_says_how_to_make_it(tmp_path, tiny_manifest, run_cli)
     assert_one_line_error(code, err, f"data.root: {tmp_path / 'demo_data' / 'acdc'} does not exist",
                           f"`maskmatch-med synth acdc --out {tmp_path / 'demo_data' / 'acdc'} --patients 30`", "`make demo`")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command, usage",
+    [((), "maskmatch-med [OPTIONS] COMMAND [ARGS]..."), (("train",), "maskmatch-med train [OPTIONS] RECIPE"),
+     (("check-data",), "maskmatch-med check-data [OPTIONS] RECIPE"), (("predict",), "maskmatch-med predict [OPTIONS]"),
+     (("evaluate",), "maskmatch-med evaluate [OPTIONS]"), (("compare",), "maskmatch-med compare [OPTIONS] NAME=REPORT.csv..."),
+     (("synth",), "maskmatch-med synth [OPTIONS] DATASET"), (("manifest",), "maskmatch-med manifest [OPTIONS] DATASET")],
+)
+def test_help_names_arguments_and_values_plainly(command, usage, run_cli):
+    """--help printed `<bool>` beside every flag and `{recipe}` in the usage line (typer 0.2x's rendering)."""
+    code, out, err = run_cli(*command, "--help")
+    assert code == 0, err
+    assert usage in out and "{" not in out and "<bool>" not in out
+    rows = {}  # option -> the words of its help row, table borders and required marks left out
+    for line in out.splitlines():
+        words = [word for word in line.split() if word not in ("│", "*")]
+        if words and words[0].startswith("--"):
+            rows[words[0]] = words
+    assert rows["--help"][1:3] == ["Show", "this"]  # nothing between a flag and its help
+    expected = {"train": {"--set": "KEY=VALUE", "--output": "DIR", "--resume": "Continue"},
+                "predict": {"--checkpoint": "FILE", "--input": "PATH", "--device": "DEVICE", "--png": "Also"},
+                "evaluate": {"--pred": "DIR", "--class-names": "NAME,NAME,..."}}.get(command[0] if command else "", {})
+    for option, word in expected.items():
+        assert rows[option][1] == word, rows[option]
+
+
+def test_readme_cites_only_documents_in_the_repository():
+    """The README sent readers to DESIGN.md, which is not in the repository; a bare name (quality.md)
+    must exist somewhere in it, a path where it says."""
+    repo = Path(__file__).resolve().parents[1]
+    cited = set(re.findall(r"[\w./-]+\.md\b", (repo / "README.md").read_text()))
+    documents = [path.relative_to(repo) for path in repo.rglob("*.md") if ".git" not in path.parts]
+    found = lambda name: Path(name) in documents if "/" in name else any(d.name == name for d in documents)
+    missing = [name for name in sorted(cited) if not found(name)]
+    assert cited and not missing, missing
 
 
 def test_console_script_and_module_entry_points(tmp_path):

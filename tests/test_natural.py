@@ -372,6 +372,23 @@ def test_predict_writes_palette_pngs(voc_run, voc, tmp_path):
     assert code == 2 and "output directory is the directory of input" in err and err.count("\n") == 1
 
 
+def test_predict_reads_every_image_before_writing_any(voc_run, voc, tmp_path, run_cli):
+    """Good photos followed by a truncated one: refused before the first palette PNG is written."""
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    good = (voc / "JPEGImages" / "2007_000001.jpg").read_bytes()
+    (inputs / "a.jpg").write_bytes(good)
+    (inputs / "b.jpg").write_bytes(good[: len(good) // 2])
+    (inputs / "c.png").write_text("not a picture")
+    code, _, err = run_cli("predict", "--checkpoint", voc_run / "checkpoints/best.pt", "--input", inputs,
+                           "--output", tmp_path / "pred", "--device", "cpu")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines() == [f"error: {inputs / 'b.jpg'}: not a readable image (OSError)",
+                                f"error: {inputs / 'c.png'}: not a readable image (UnidentifiedImageError)",
+                                "error: 2 of 3 inputs cannot be read; nothing was written"]
+    assert not (tmp_path / "pred").exists()
+
+
 def test_cityscapes_recipe_trains_through_cli(cityscapes, tmp_path):
     """UniMatch base (feature perturbation on DeepLabV3+), OHEM, epochs -> iterations, labelIds
     fallback (bremen), sliding-window validation, then predict with Cityscapes colours."""

@@ -275,6 +275,20 @@ def test_3d_predict_refuses_4d_input_naming_the_axis(run3d, run_cli, tmp_path):
     assert len(errors) == 1 and "cine.nii.gz" in errors[0] and "axis 3 has size 3" in errors[0]
 
 
+def test_3d_predict_reads_every_input_before_writing_any(run3d, phantom_root, run_cli, tmp_path):
+    """A corrupt volume after a good one: refused before the good one's label map is written."""
+    run_dir, _ = run3d
+    (tmp_path / "in").mkdir()
+    image = sorted(p for p in (phantom_root / "patient001").glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))[0]
+    shutil.copy(image, tmp_path / "in" / "a.nii.gz")
+    (tmp_path / "in" / "b.nii.gz").write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    code, _, err = run_cli("predict", "--checkpoint", run_dir / "checkpoints" / "best.pt", "--input", tmp_path / "in",
+                           "--output", tmp_path / "out", "--probabilities")
+    assert code == 2 and "Traceback" not in err
+    assert err == f"error: {tmp_path / 'in' / 'b.nii.gz'}: cannot read the image data, the file may be truncated or corrupt" + err.split("corrupt", 1)[1]
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
 def _datalist(base, phantom_root, sections):
     entries = {}
     for number, section in sections:
