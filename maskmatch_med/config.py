@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from maskmatch_med.errors import UserError
 
@@ -41,7 +41,7 @@ class DomainSourceConfig(Section):
     root: Path | None = Field(None, description="dataset root (layouts acdc and mnms)")
     datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
     manifest: Path | None = Field(None, description="acdc: dir with val.txt, test.txt (and labeled_order.txt for data.labeled)")
-    num_labeled: NumLabeled = Field("all", description="acdc, data.labeled only: first N of labeled_order.txt")
+    num_labeled: NumLabeled = Field("all", description="data.labeled only: acdc: first N of labeled_order.txt; datalist: first N labeled training entries")
     csv: Path | None = Field(None, description="mnms: the dataset information CSV (External code, Vendor, Centre, ED, ES)")
     vendors: list[str] | None = Field(None, description="mnms: keep only these vendors (default: all)")
     domain: str | None = Field(None, description="domain name of these cases (default: source / target; mnms: the vendor)")
@@ -77,7 +77,11 @@ class DataConfig(Section):
     eval_window: int | None = Field(None, ge=16, description="sliding-window edge (default: crop_size); stride is 2/3 of it")
     datalist: Path | None = Field(None, description="MONAI datalist JSON (layout datalist)")
     manifest: Path = Field(Path("data_manifests/acdc"), description="dir with val.txt, test.txt, labeled_order.txt")
-    num_labeled: NumLabeled = Field(3, description="labeled training patients, first N of labeled_order.txt")
+    num_labeled: NumLabeled = Field(
+        3, description="acdc: labeled training patients, first N of labeled_order.txt; datalist: first N labeled training entries (default all)"
+    )
+    val_count: int = Field(0, ge=0, description="datalist without a validation section: hold out this many labeled training cases for validation")
+    val_seed: int = Field(0, description="seed of the data.val_count draw (independent of train.seed: runs with other seeds validate on the same cases)")
     num_classes: int = Field(4, ge=2)
     class_names: list[str] = Field(default_factory=lambda: ["RV", "Myo", "LV"], description="foreground classes 1..C-1")
     input_size: tuple[int, int] = Field((256, 256), description="slices are resized to this size for the 2D network")
@@ -93,6 +97,15 @@ class DataConfig(Section):
             raise ValueError("must be 0 < low <= high")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _datalist_default_labeled(cls, raw: Any) -> Any:
+        """A datalist's labels are all used unless the recipe says otherwise: the default of 3 is the
+        ACDC protocol's, and would silently drop labeled cases of a user's own file."""
+        if isinstance(raw, dict) and raw.get("layout") == "datalist" and "num_labeled" not in raw:
+            return {**raw, "num_labeled": "all"}
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
         if self.layout == "cityscapes":  # no background class: every class index is named
@@ -107,6 +120,8 @@ class DataConfig(Section):
             raise ValueError("input_size must be at least 16x16")
         if (self.labeled is None) != (self.unlabeled is None):
             raise ValueError("domain adaptation needs both data.labeled and data.unlabeled")
+        if self.val_count and (self.layout != "datalist" or self.labeled is not None):
+            raise ValueError("val_count holds out cases of a datalist (layout datalist, without data.labeled / data.unlabeled)")
         return self
 
     @property
@@ -232,7 +247,7 @@ class MethodConfig(Section):
     ohem_thresh: float = Field(0.7, gt=0.0, le=1.0, description="OHEM: pixels whose true-class probability is below this are hard")
     ohem_min_kept: int = Field(200000, ge=1, description="OHEM: keep at least this many hardest pixels per batch")
     unsupervised_loss: Literal["ce", "dice"] = Field(
-        "ce", description="loss against pseudo-labels: ce (DESIGN.md, FixMatch/UniMatch natural images) or dice (UniMatch's medical recipe)"
+        "ce", description="loss against pseudo-labels: ce (FixMatch/UniMatch natural images) or dice (UniMatch's medical recipe)"
     )
     conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
     lambda_u: float = Field(1.0, ge=0.0, description="weight of the consistency loss L_s")
@@ -280,11 +295,23 @@ class TrainConfig(Section):
     head_lr_mult: float = Field(1.0, gt=0.0, description="lr multiplier of the parameters outside a pretrained encoder")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA (ignored on CPU)")
 
+    # Whether unlabeled_batch_size came from batch_size: recipe.yaml then records it unset, so that a
+    # resumed run given --set train.batch_size derives it again instead of keeping the old value.
+    _derived_unlabeled_batch: bool = PrivateAttr(False)
+
     @model_validator(mode="after")
     def _unlabeled_batch(self) -> TrainConfig:
         if self.unlabeled_batch_size is None:
             self.unlabeled_batch_size = max(2, self.batch_size)
+            self._derived_unlabeled_batch = True
         return self
+
+    def as_recipe_values(self) -> dict:
+        """The section as recipe.yaml records it: derived values left unset."""
+        values = self.model_dump(mode="json")
+        if self._derived_unlabeled_batch:
+            values["unlabeled_batch_size"] = None
+        return values
 
 
 class VolumeConfig(Section):
@@ -343,7 +370,10 @@ class Recipe(Section):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved recipe (recipe.yaml, checkpoints); values derived from other keys stay unset."""
+        values = self.model_dump(mode="json")
+        values["train"] = self.train.as_recipe_values()
+        return yaml.safe_dump(values, sort_keys=False)
 
 
 def _format_error(source: str, error: ValidationError) -> str:
@@ -390,8 +420,88 @@ def recipe_from_dict(raw: dict, source: str) -> Recipe:
         raise UserError(_format_error(source, error)) from None
 
 
+def _dotted_keys(parts: list[str], value: Any) -> list[str]:
+    """Every dotted key an override sets: `train={iterations: 2}` sets `train.iterations` too."""
+    key = ".".join(parts)
+    if not isinstance(value, dict):
+        return [key]
+    return [key, *(k for name, child in value.items() for k in _dotted_keys([*parts, str(name)], child))]
+
+
+def _section(raw: dict, name: str) -> dict:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _iterations_over_epochs(raw: dict, given: dict[str, str]) -> None:
+    """`train.epochs` replaces `train.iterations` (trainer.py), so `--set train.iterations=N` on a recipe
+    that sets epochs (recipes/voc.yaml) would be ignored: the explicit budget wins and epochs is
+    dropped. Both given on the command line is refused, since either could be meant."""
+    train = _section(raw, "train")
+    if "train.iterations" not in given or train.get("epochs") is None:
+        return
+    if "train.epochs" in given:
+        raise UserError(
+            f"--set {given['train.iterations']} and --set {given['train.epochs']} conflict: train.epochs sets "
+            "train.iterations (epochs x batches per epoch); give only one of them"
+        )
+    train["epochs"] = None
+
+
+# Keys of a single-source recipe that a domain-adaptation recipe's data.labeled / data.unlabeled replace.
+SINGLE_SOURCE_KEYS = {
+    "layout": "data.labeled.layout or data.unlabeled.layout",
+    "root": "data.labeled.root or data.unlabeled.root",
+    "datalist": "data.labeled.datalist or data.unlabeled.datalist",
+    "manifest": "data.labeled.manifest or data.unlabeled.manifest",
+    "num_labeled": "data.labeled.num_labeled",
+}
+
+
+def _single_source_keys_under_adaptation(raw: dict, given: dict[str, str]) -> None:
+    """A domain-adaptation recipe reads its cases from data.labeled and data.unlabeled only, so an
+    override of data.root (or layout, datalist, manifest, num_labeled) would change nothing: refused,
+    naming the key that does what was meant."""
+    data = _section(raw, "data")
+    if data.get("labeled") is None and data.get("unlabeled") is None:
+        return
+    for key, instead in SINGLE_SOURCE_KEYS.items():
+        if f"data.{key}" in given:
+            raise UserError(
+                f"--set {given[f'data.{key}']}: this domain-adaptation recipe takes its cases from data.labeled and "
+                f"data.unlabeled, which replace data.{key}; set {instead} instead"
+            )
+
+
+def _split_keys_of_natural_layouts(raw: dict, given: dict[str, str]) -> None:
+    """VOC and Cityscapes take their labeled images from data.splits (labeled.txt), so an override of
+    data.num_labeled or data.manifest would be ignored: refused, with the command that draws a split."""
+    data = _section(raw, "data")
+    layout = data.get("layout")
+    if layout not in ("voc", "cityscapes"):
+        return
+    for key in ("num_labeled", "manifest"):
+        if f"data.{key}" in given:
+            raise UserError(
+                f"--set {given[f'data.{key}']}: layout {layout} takes its labeled images from data.splits "
+                f"(labeled.txt), not data.{key}; write a split with `maskmatch-med manifest {layout} --root ROOT "
+                "--labeled N --out DIR` and --set data.splits=DIR"
+            )
+
+
+def settle_overrides(raw: dict, given: dict[str, str]) -> None:
+    """Make every `--set` count: an override wins over a recipe value that would replace it, or is
+    refused in one line naming both keys and the fix. `given` maps each overridden dotted key to the
+    `KEY=VALUE` text as typed. (checkpoint_every, unlabeled_batch_size and eval_window follow their
+    source key only while unset, so an override of either side already counts.)"""
+    _iterations_over_epochs(raw, given)
+    _single_source_keys_under_adaptation(raw, given)
+    _split_keys_of_natural_layouts(raw, given)
+
+
 def load_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe (safe loader), apply `--set` overrides, validate."""
+    """Read a YAML recipe (safe loader), apply `--set` overrides (each wins over the recipe values it
+    conflicts with, see settle_overrides), validate."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: recipe not found")
@@ -403,8 +513,11 @@ def load_recipe(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Reci
         raise UserError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections (data, model, method, train)")
+    given: dict[str, str] = {}
     for text in overrides:
         parts, value = parse_override(text)
         apply_override(raw, parts, value, text)
+        given.update(dict.fromkeys(_dotted_keys(parts, value), text))
+    settle_overrides(raw, given)
     source = f"{path}" + (" (with --set)" if overrides else "")
     return recipe_from_dict(raw, source)

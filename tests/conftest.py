@@ -49,6 +49,15 @@ def tiny_recipe(path: Path, root: Path, manifest: Path, output: Path, **sections
     return path
 
 
+# A 3D network, patch and method small enough for a CPU test (on top of tiny_recipe).
+TINY_3D = {
+    "model": {"spatial_dims": 3, "channels": [4, 8, 16], "strides": [2, 2], "axis_strides": [[2, 2, 1], [2, 2, 2]], "num_res_units": 0},
+    "volume": {"spacing": [6.0, 6.0, 10.0], "patch_size": [16, 16, 4], "sw_overlap": 0.25},
+    "method": {"name": "maskmatch", "conf_thresh": 0.5, "mask": {"patch_size": [4, 4, 2]},
+               "ensemble": {"scales": [[0.75, 0.75, 1.0], [1.0, 1.0, 1.0]]}},
+}
+
+
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
     """Run the CLI in-process like the console script; return (exit code, stdout, stderr)."""

@@ -15,7 +15,7 @@ def write(tmp_path: Path, content: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["acdc.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["acdc.yaml", "demo.yaml", "datalist2d.yaml", "datalist3d.yaml"])
 def test_shipped_recipes_validate(name):
     recipe = load_recipe(REPO / "recipes" / name)
     assert recipe.method.name == "maskmatch"
@@ -101,3 +101,24 @@ def test_network_and_data_dimensions_must_agree(tmp_path):
         recipe_from_dict({"data": {"root": "x"}, "model": {"name": "dynunet"}}, "r.yaml")
     with pytest.raises(UserError, match="model.spatial_dims: layout 'voc' holds 2D photos"):
         recipe_from_dict({"data": {"layout": "voc", "root": "x", "num_classes": 21, "class_names": ["c"] * 20}, "model": {"spatial_dims": 3}}, "r.yaml")
+
+
+def test_saved_recipe_leaves_derived_values_unset(tmp_path):
+    """recipe.yaml must not freeze unlabeled_batch_size at the value derived from batch_size: a run
+    resumed from its directory with --set train.batch_size=4 derives it again; a value the recipe
+    sets itself is kept."""
+    recipe = load_recipe(write(tmp_path, {"data": {"root": "somewhere"}, "train": {"batch_size": 6}}))
+    assert recipe.train.unlabeled_batch_size == 6
+    saved = yaml.safe_load(recipe.to_yaml())
+    assert saved["train"]["unlabeled_batch_size"] is None
+    assert load_recipe(write(tmp_path, saved), ["train.batch_size=4"]).train.unlabeled_batch_size == 4
+    explicit = load_recipe(write(tmp_path, {"data": {"root": "somewhere"}, "train": {"batch_size": 6, "unlabeled_batch_size": 8}}))
+    assert yaml.safe_load(explicit.to_yaml())["train"]["unlabeled_batch_size"] == 8
+
+
+def test_set_train_epochs_still_replaces_the_recipes_iterations(tmp_path):
+    path = write(tmp_path, {"data": {"root": "somewhere"}, "train": {"iterations": 100}})
+    recipe = load_recipe(path, ["train.epochs=3"])
+    assert (recipe.train.epochs, recipe.train.iterations) == (3, 100)  # the trainer sets iterations from epochs
+    both_cleared = load_recipe(REPO / "recipes" / "voc.yaml", ["train.epochs=null", "train.iterations=2"])
+    assert (both_cleared.train.epochs, both_cleared.train.iterations) == (None, 2)

@@ -106,6 +106,24 @@ def test_check_data_lists_each_domain(two_styles, run_cli):
     assert "domain target (target): 0 labeled, 6 unlabeled, 2 validation, 2 test" in out
 
 
+def test_check_data_lists_every_target_layout_problem(two_styles, tmp_path, run_cli):
+    """An ACDC-layout target lists every missing patient and Info.cfg, as a plain ACDC recipe does."""
+    import shutil
+
+    target = tmp_path / "C"
+    shutil.copytree(two_styles / "C", target)
+    shutil.rmtree(target / "patient031")  # its test patient
+    (target / "patient034" / "Info.cfg").unlink()
+    sets = [f"data.labeled.root={two_styles / 'A'}", f"data.labeled.manifest={two_styles / 'mA'}",
+            f"data.unlabeled.root={target}", f"data.unlabeled.manifest={two_styles / 'mC'}"]
+    code, _, err = run_cli("check-data", REPO / "recipes" / "da_demo.yaml", *[a for s in sets for a in ("--set", s)])
+    assert code == 2 and err.splitlines() == [
+        f"error: {two_styles / 'mC' / 'test.txt'}: patient031 not found under {target}",
+        f"error: {target / 'patient034' / 'Info.cfg'}: missing (needed for the ED/ES frame numbers)",
+        "error: 2 data problems found; fix them (maskmatch-med check-data RECIPE) and run again",
+    ]
+
+
 def test_domain_split_errors_name_the_key(two_styles):
     with pytest.raises(UserError, match="needs both data.labeled and data.unlabeled"):
         load_recipe_from({"data": {"labeled": da_sections(two_styles)["labeled"]}}, two_styles)

@@ -239,3 +239,39 @@ def test_bad_label_values_are_rejected_as_training_rejects_them(tmp_path, values
     with pytest.raises(UserError) as from_loader:
         load_label(bad)
     assert str(from_evaluate.value) == str(from_loader.value)
+
+
+def test_cli_refuses_a_predicted_label_that_no_ground_truth_has(tmp_path, run_cli):
+    """Without labels.json or --class-names, label 9 in a prediction used to add classes 4-9 to the mean."""
+    gt_dir, pred = tmp_path / "gt", tmp_path / "pred"
+    stray = _labels()
+    stray[0, 0, 0] = 9
+    for name, prediction in (("a", _labels()), ("b", stray)):
+        _save(_labels(), gt_dir / f"{name}_gt.nii.gz")
+        _save(prediction, pred / f"{name}.nii.gz")
+    code, out, err = run_cli("evaluate", "--pred", pred, "--gt", gt_dir, "--output", tmp_path / "report.csv")
+    assert code == 2 and out == "" and not (tmp_path / "report.csv").exists()
+    assert err == (f"error: {pred / 'b.nii.gz'}: label 9 is in no ground-truth file (their labels are 0..3); "
+                   "if it is a class, name every class with --class-names (or a labels.json beside the predictions)\n")
+    # Named, label 9 is a class: scored, Dice 0 where only the prediction has it.
+    code, out, err = run_cli("evaluate", "--pred", pred, "--gt", gt_dir, "--class-names", "c1,c2,c3,c4,c5,c6,c7,c8,c9")
+    assert code == 0, err
+    assert "c9" in out
+
+
+def test_cli_class_names_that_do_not_fit_name_their_source(tmp_path, run_cli):
+    """--class-names A,B on 4-class maps used to blame the prediction file, as if it were broken."""
+    gt_dir, pred = tmp_path / "gt", tmp_path / "pred"
+    _save(_labels(), gt_dir / "a_gt.nii.gz")
+    _save(_labels(), pred / "a.nii.gz")
+    code, out, err = run_cli("evaluate", "--pred", pred, "--gt", gt_dir, "--class-names", "A,B")
+    assert code == 2 and out == ""
+    assert err == (f"error: --class-names: 2 foreground names for labels 1..2, but {pred / 'a.nii.gz'} holds label 3; "
+                   "give one name per foreground label, comma-separated\n")
+    (pred / "labels.json").write_text(json.dumps({"0": "background", "1": "RV"}))
+    code, _, err = run_cli("evaluate", "--pred", pred, "--gt", gt_dir)
+    assert code == 2
+    assert err == (f"error: {pred / 'labels.json'}: 1 foreground name for label 1, but {pred / 'a.nii.gz'} holds label 3; "
+                   "correct labels.json, or name every class with --class-names\n")
+    code, _, err = run_cli("evaluate", "--pred", pred, "--gt", gt_dir, "--class-names", "A,A")
+    assert code == 2 and err.startswith("error: --class-names: class names must be unique")

@@ -247,7 +247,11 @@ def test_predict_files_outputs_labels_json_png_and_no_temp_files(tmp_path):
         f.read(10)
     from skimage import io as skio
 
-    assert skio.imread(str(out / "case_a.png")).shape[:2] == (2 * 18, 2 * 20)  # 4 slices: 2x2 tiles of 18x20
+    from maskmatch_med.engine.writers import LEGEND_PAD, LEGEND_ROW
+
+    height, width = skio.imread(str(out / "case_a.png")).shape[:2]
+    # 4 slices: 2x2 tiles of 18x20, then the legend, wrapped into rows at the tiles' 40 px (or wider)
+    assert height > 2 * 18 and (height - 2 * 18 - LEGEND_PAD) % LEGEND_ROW == 0 and width >= 2 * 20
 
 
 def test_collect_inputs(tmp_path):

@@ -70,10 +70,11 @@ def r50():
 
 @pytest.fixture(scope="module")
 def voc_run(voc, voc_splits, tmp_path_factory) -> Path:
-    """recipes/voc.yaml (MaskMatch) through the CLI: 2 iterations at a 33 px crop."""
+    """recipes/voc.yaml (MaskMatch) through the CLI: 2 iterations at a 33 px crop. The recipe sets
+    train.epochs; --set train.iterations=2 wins over it (it used to be ignored: 80 epochs)."""
     run = tmp_path_factory.mktemp("voc_run") / "run"
     code, out, err = cli("train", "recipes/voc.yaml", "--set", f"data.root={voc}", "--set", f"data.splits={voc_splits}",
-                         "--set", "train.epochs=null", "--set", "train.iterations=2", *[a for s in TINY for a in ("--set", s)],
+                         "--set", "train.iterations=2", *[a for s in TINY for a in ("--set", s)],
                          "--output", run, "--no-progress")
     assert code == 0, err
     assert "best validation miou" in out
@@ -232,8 +233,12 @@ def test_pretrained_torchvision_state_dict(tmp_path, capsys, r50):
     with pytest.raises(UserError, match=r"model.pretrained: .*gray.pth: 1 tensors have the wrong shape .*conv1.weight"):
         load_pretrained(r50, tmp_path / "gray.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(UserError, match=r"model.pretrained: .*junk.pth is not a readable state dict"):
+    with pytest.raises(UserError, match=r"model.pretrained: .*junk.pth: not a checkpoint: it is a text file$"):
         load_pretrained(r50, tmp_path / "junk.pth")
+    torch.save({"conv1.weight": object()}, tmp_path / "pickled.pth")  # refused, without PyTorch's advice to load it unchecked
+    with pytest.raises(UserError, match=r"model.pretrained: .*pickled.pth: refused: it holds pickled Python objects \(object\), which could run code") as refusal:
+        load_pretrained(r50, tmp_path / "pickled.pth")
+    assert "weights_only" not in str(refusal.value)
     torch.save({"head.weight": torch.zeros(2)}, tmp_path / "foreign.pth")
     with pytest.raises(UserError, match=r"foreign.pth: no key matches a ResNet encoder"):
         load_pretrained(r50, tmp_path / "foreign.pth")
@@ -367,6 +372,23 @@ def test_predict_writes_palette_pngs(voc_run, voc, tmp_path):
     assert code == 2 and "output directory is the directory of input" in err and err.count("\n") == 1
 
 
+def test_predict_reads_every_image_before_writing_any(voc_run, voc, tmp_path, run_cli):
+    """Good photos followed by a truncated one: refused before the first palette PNG is written."""
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    good = (voc / "JPEGImages" / "2007_000001.jpg").read_bytes()
+    (inputs / "a.jpg").write_bytes(good)
+    (inputs / "b.jpg").write_bytes(good[: len(good) // 2])
+    (inputs / "c.png").write_text("not a picture")
+    code, _, err = run_cli("predict", "--checkpoint", voc_run / "checkpoints/best.pt", "--input", inputs,
+                           "--output", tmp_path / "pred", "--device", "cpu")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines() == [f"error: {inputs / 'b.jpg'}: not a readable image (OSError)",
+                                f"error: {inputs / 'c.png'}: not a readable image (UnidentifiedImageError)",
+                                "error: 2 of 3 inputs cannot be read; nothing was written"]
+    assert not (tmp_path / "pred").exists()
+
+
 def test_cityscapes_recipe_trains_through_cli(cityscapes, tmp_path):
     """UniMatch base (feature perturbation on DeepLabV3+), OHEM, epochs -> iterations, labelIds
     fallback (bremen), sliding-window validation, then predict with Cityscapes colours."""
@@ -396,7 +418,7 @@ def test_bad_input_is_one_line(voc, voc_splits, tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"garbage")
     code, _, err = cli("train", "recipes/voc.yaml", "--set", f"data.root={voc}", "--set", f"data.splits={voc_splits}",
                        "--set", f"model.pretrained={tmp_path / 'bad.pth'}", *[a for s in TINY for a in ("--set", s)], "--output", tmp_path / "r")
-    assert code == 2 and err.startswith(f"error: model.pretrained: {tmp_path / 'bad.pth'} is not a readable state dict") and err.count("\n") == 1
+    assert code == 2 and err.startswith(f"error: model.pretrained: {tmp_path / 'bad.pth'}: not a checkpoint: it is a text file") and err.count("\n") == 1
     code, _, err = cli("train", "recipes/voc.yaml", "--set", f"data.root={voc}", "--set", f"data.splits={tmp_path}", "--output", tmp_path / "r")
     assert code == 2 and err == f"error: {tmp_path / 'labeled.txt'}: split file not found\n"
     code, _, err = cli("check-data", "recipes/voc.yaml", "--set", f"data.root={voc}")  # the recipe's default splits

@@ -109,8 +109,11 @@ def test_predict_skip_existing_resumes_an_interrupted_prediction(tmp_path, phant
     first, second = sorted(out.glob("*.nii.gz"))
     second.unlink()  # as if the run died before the second volume
     before = first.stat().st_mtime_ns
-    assert run_cli("predict", "--checkpoint", ckpt, "--input", patient, "--output", out, "--skip-existing")[0] == 0
+    code, printed, err = run_cli("predict", "--checkpoint", ckpt, "--input", patient, "--output", out, "--skip-existing")
+    assert code == 0, err
     assert second.is_file() and first.stat().st_mtime_ns == before
+    # Both counts: it kept one and wrote one (it used to say "wrote 2 label maps").
+    assert printed.strip() == f"wrote 1 label map to {out}; kept 1 that an earlier run had completed (--skip-existing)"
 
 
 def test_amp_setting_is_ignored_on_cpu(tmp_path, phantom_root, tiny_manifest, run_cli):
@@ -141,3 +144,48 @@ def test_resume_from_the_run_directory(tmp_path, phantom_root, tiny_manifest, ru
     assert torch.load(tmp_path / "out" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 3
     code, _, err = run_cli("train", tmp_path, "--resume")
     assert code == 2 and "not a run directory" in err
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_is_lost_but_the_start(tmp_path, phantom_root, tiny_manifest, run_cli, monkeypatch):
+    """Ctrl-C before any checkpoint: no --resume to offer; the command it gives instead works."""
+    from maskmatch_med.engine.trainer import Trainer
+
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 2})
+    real_step = Trainer._train_step
+
+    def interrupt_second_step(self, iteration):
+        if iteration == 1:
+            raise KeyboardInterrupt
+        return real_step(self, iteration)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_second_step)
+    code, _, err = run_cli("train", recipe, "--no-progress")
+    assert code == 130 and err.strip() == (
+        f"interrupted after 1 of 2 iterations, before the first checkpoint (one every 2 iterations): nothing to resume; "
+        f"start again with `maskmatch-med train {tmp_path / 'out'}`"
+    )
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    code, _, err = run_cli("train", tmp_path / "out", "--no-progress")
+    assert code == 0, err
+    # The fresh start's logs hold its own iterations once, not the interrupted start's as well.
+    assert [line.split(",")[0] for line in open(tmp_path / "out" / "train_log.csv").read().splitlines()] == ["iteration", "1", "2"]
+
+
+def test_resume_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path, phantom_root, tiny_manifest, run_cli):
+    """A kill after iteration 3 with a checkpoint at 2 leaves iteration 3 (maybe half a line) in the logs;
+    the resumed run logs iteration 3 again, so every iteration must appear once, and every line be JSON."""
+    import csv
+    import json
+
+    recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "out", train={"iterations": 2})
+    assert run_cli("train", recipe, "--no-progress")[0] == 0
+    run = tmp_path / "out"
+    with open(run / "metrics.jsonl", "a") as stream:  # what the killed run wrote after its checkpoint
+        stream.write('{"kind": "train", "iteration": 3, "loss": 9.0}\n{"kind": "train", "itera')
+    with open(run / "train_log.csv", "a") as stream:
+        stream.write("3,9.0\n")
+    code, _, err = run_cli("train", run, "--no-progress", "--resume", "--set", "train.iterations=4")
+    assert code == 0, err
+    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4] and 9.0 not in [r.get("loss") for r in records]
+    assert [int(r["iteration"]) for r in csv.DictReader(open(run / "train_log.csv"))] == [1, 2, 3, 4]

@@ -1,6 +1,8 @@
 import csv
 import json
 
+import numpy as np
+
 from maskmatch_med.engine.run_log import RunLog, validation_summary
 
 
@@ -28,3 +30,49 @@ def test_run_log_keeps_raw_keys_in_jsonl_and_csv(tmp_path):
     assert [(r["iteration"], r["dice_mean/target"]) for r in rows] == [("2", "0.4"), ("4", "0.5")]
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert records[1] == {"kind": "val", "iteration": 4, "dice_mean": 0.6, "dice_mean/target": 0.5}
+
+
+def test_undefined_values_are_null_in_jsonl_nan_in_csv_and_absent_from_tensorboard(tmp_path):
+    """NaN/Infinity are not JSON (jq rejects the line): metrics.jsonl writes null."""
+    class Recorder:
+        def __init__(self):
+            self.scalars = []
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, value, step))
+
+        def close(self):
+            pass
+
+    log = RunLog(tmp_path, tensorboard=False)
+    log.writer = recorder = Recorder()
+    log.log("val", 2, {"dice_RV": float("nan"), "dice_LV": 0.5, "best_dice_mean": float("-inf")})
+    log.log("train", 2, {"pl_precision_RV": np.float64("nan"), "loss": 1.0})
+    log.close()
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    records = [json.loads(line, parse_constant=refuse) for line in open(tmp_path / "metrics.jsonl")]
+    assert records[0] == {"kind": "val", "iteration": 2, "dice_RV": None, "dice_LV": 0.5, "best_dice_mean": None}
+    assert records[1]["pl_precision_RV"] is None and records[1]["loss"] == 1.0
+    rows = list(csv.DictReader(open(tmp_path / "val_log.csv")))
+    assert (rows[0]["dice_RV"], rows[0]["best_dice_mean"]) == ("nan", "-inf")  # the CSV convention: nan = undefined
+    assert recorder.scalars == [("val/dice_LV", 0.5, 2), ("train/loss", 1.0, 2)]
+
+
+def test_reopening_keeps_records_up_to_the_checkpoint(tmp_path):
+    log = RunLog(tmp_path, tensorboard=False)
+    for iteration in (1, 2, 3):
+        log.log("train", iteration, {"loss": float(iteration)})
+    log.log("val", 2, {"dice_mean": 0.5})
+    log.close()
+    with open(tmp_path / "metrics.jsonl", "a") as stream:
+        stream.write('{"kind": "train", "iter')  # torn by a kill
+    RunLog(tmp_path, tensorboard=False, keep_until=2).close()
+    assert [json.loads(line)["iteration"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2, 2]
+    assert [r["iteration"] for r in csv.DictReader(open(tmp_path / "train_log.csv"))] == ["1", "2"]
+    RunLog(tmp_path, tensorboard=False).close()  # no keep_until: an append-only reopen keeps everything
+    assert len(open(tmp_path / "metrics.jsonl").read().splitlines()) == 3
+    RunLog(tmp_path, tensorboard=False, keep_until=0).close()  # a fresh run
+    assert open(tmp_path / "metrics.jsonl").read() == "" and list(csv.DictReader(open(tmp_path / "val_log.csv"))) == []

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import tiny_recipe
+from conftest import TINY_3D, tiny_recipe
 from maskmatch_med.config import MethodConfig, ModelConfig, VolumeConfig, WeakAugConfig
 from maskmatch_med.data.patches import PatchSource
 from maskmatch_med.data.volumes import from_network, network_grid, prepare_image, to_network
@@ -23,13 +23,6 @@ from maskmatch_med.method.ensemble import multiscale_probabilities
 from maskmatch_med.method.steps import Batch, ConsistencyStep, PseudoLabels, build_step
 from maskmatch_med.models import build_model
 from maskmatch_med.models3d import PadToMultiple, axis_divisors, dynunet_kernels
-
-TINY_3D = {
-    "model": {"spatial_dims": 3, "channels": [4, 8, 16], "strides": [2, 2], "axis_strides": [[2, 2, 1], [2, 2, 2]], "num_res_units": 0},
-    "volume": {"spacing": [6.0, 6.0, 10.0], "patch_size": [16, 16, 4], "sw_overlap": 0.25},
-    "method": {"name": "maskmatch", "conf_thresh": 0.5, "mask": {"patch_size": [4, 4, 2]},
-               "ensemble": {"scales": [[0.75, 0.75, 1.0], [1.0, 1.0, 1.0]]}},
-}
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -280,6 +273,20 @@ def test_3d_predict_refuses_4d_input_naming_the_axis(run3d, run_cli, tmp_path):
     assert code == 2 and "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cine.nii.gz" in errors[0] and "axis 3 has size 3" in errors[0]
+
+
+def test_3d_predict_reads_every_input_before_writing_any(run3d, phantom_root, run_cli, tmp_path):
+    """A corrupt volume after a good one: refused before the good one's label map is written."""
+    run_dir, _ = run3d
+    (tmp_path / "in").mkdir()
+    image = sorted(p for p in (phantom_root / "patient001").glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))[0]
+    shutil.copy(image, tmp_path / "in" / "a.nii.gz")
+    (tmp_path / "in" / "b.nii.gz").write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    code, _, err = run_cli("predict", "--checkpoint", run_dir / "checkpoints" / "best.pt", "--input", tmp_path / "in",
+                           "--output", tmp_path / "out", "--probabilities")
+    assert code == 2 and "Traceback" not in err
+    assert err == f"error: {tmp_path / 'in' / 'b.nii.gz'}: cannot read the image data, the file may be truncated or corrupt" + err.split("corrupt", 1)[1]
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
 def _datalist(base, phantom_root, sections):

@@ -12,6 +12,10 @@ import SimpleITK as sitk
 import maskmatch_med.engine.writers as writers
 from maskmatch_med.engine.writers import (
     CLASS_COLOURS,
+    LEGEND_PAD,
+    LEGEND_ROW,
+    LEGEND_SWATCH,
+    class_colour,
     montage_grid,
     montage_slice_indices,
     write_label_like,
@@ -117,6 +121,36 @@ def test_montage_size_slices_and_colours(tmp_path):
                                  max_slices=12)
     rows, cols = montage_grid(12)
     assert skio.imread(str(out2)).shape == (rows * 20, cols * 7, 3)
+
+
+def swatch_pixels(strip: np.ndarray, colour) -> int:
+    """How many pixels of `strip` have exactly `colour` (a legend swatch; the overlay only blends it)."""
+    return int(np.all(strip == np.asarray(colour, np.uint8), axis=-1).sum())
+
+
+def test_montage_legend_names_each_class_colour(tmp_path):
+    """The montage had no legend: which colour was which class was written nowhere in the picture."""
+    from skimage import io as skio
+
+    image = np.random.default_rng(0).normal(100, 10, size=(40, 30, 9)).astype(np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[5:20, 5:20, :] = 1
+    plain = skio.imread(str(write_overlay_montage(image, labels, tmp_path / "plain.png", slice_axis=2)))
+    out = write_overlay_montage(image, labels, tmp_path / "legend.png", slice_axis=2, class_names=["A", "B", "C"])
+    pic = skio.imread(str(out))
+    assert pic.shape == (3 * 30 + LEGEND_ROW + LEGEND_PAD, 3 * 40, 3)  # one legend row below the 3x3 tiles
+    assert np.array_equal(pic[:90], plain)  # the tiles themselves are unchanged
+    strip = pic[90:]
+    first = strip[LEGEND_PAD : LEGEND_PAD + LEGEND_SWATCH, LEGEND_PAD : LEGEND_PAD + LEGEND_SWATCH]
+    assert np.all(first == np.asarray(class_colour(1), np.uint8))  # class 1's swatch first, top left
+    for label in (1, 2, 3):  # every class, present in the labels or not, gets its swatch
+        assert swatch_pixels(strip, class_colour(label)) == LEGEND_SWATCH**2
+    text = (strip.min(axis=-1) == strip.max(axis=-1)) & (strip.max(axis=-1) > 100)
+    assert text.sum() > 0  # and the names, in white (antialiased: light greys)
+    # A narrow montage wraps the legend into rows and widens to the longest name.
+    narrow = skio.imread(str(write_overlay_montage(image[:6, :, :1], labels[:6, :, :1], tmp_path / "n.png", 2,
+                                                  class_names=["background-like long name", "B"])))
+    assert narrow.shape[0] == 30 + 2 * LEGEND_ROW + LEGEND_PAD and narrow.shape[1] > 6
 
 
 def test_montage_helpers_and_errors(tmp_path):

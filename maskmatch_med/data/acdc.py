@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maskmatch_med.data.cases import Case, Splits
+from maskmatch_med.data.checks import require_clean
 from maskmatch_med.errors import UserError
 
 MANIFEST_FILES = ("val.txt", "test.txt", "labeled_order.txt")
@@ -60,50 +61,101 @@ def read_patient_list(path: Path) -> list[str]:
     return ids
 
 
+def missing_root(root: Path, key: str) -> str:
+    """The line for an ACDC root that is not there, with the two ways to get one: a newcomer running
+    recipes/demo.yaml before `synth` meets this first."""
+    state = "is not a directory" if Path(root).exists() else "does not exist"
+    return (
+        f"{key}: {root} {state}; point {key} at the folder holding patientNNN/ folders, or write the demo's "
+        f"phantom there first: `maskmatch-med synth acdc --out {root} --patients 30` (or run `make demo`)"
+    )
+
+
+def patient_dirs(root: Path, key: str) -> dict[str, Path]:
+    """The `patientNNN/` folders under an ACDC root, by name; a root that is missing or holds none is
+    refused at once (nothing else about the layout can be checked without them)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(missing_root(root, key))
+    present = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("patient")}
+    if not present:
+        raise UserError(f"{key}: no patientNNN directories under {root}")
+    return present
+
+
+def listed_patients(path: Path, problems: list[str]) -> list[str]:
+    """read_patient_list, noting a missing or bad list in `problems` (as no patients) so that the
+    other layout problems are still found and listed with it."""
+    try:
+        return read_patient_list(path)
+    except UserError as error:
+        problems.append(str(error))
+        return []
+
+
+def missing_patients(listing: Path, ids: list[str], present: dict[str, Path], root: Path) -> list[str]:
+    """One line per patient that the manifest file `listing` names and `root` does not hold."""
+    return [f"{listing}: {pid} not found under {root}" for pid in ids if pid not in present]
+
+
+class FrameCollector:
+    """The frames of listed patients, noting each missing or unreadable Info.cfg in `problems` instead
+    of stopping at the first, as the file checks list every bad file; patients already reported
+    missing are left out."""
+
+    def __init__(self, present: dict[str, Path], problems: list[str]) -> None:
+        self.present, self.problems = present, problems
+
+    def of(self, ids) -> list[Case]:
+        cases = []
+        for pid in ids:
+            if pid not in self.present:
+                continue
+            try:
+                cases += patient_frames(self.present[pid])
+            except UserError as error:
+                self.problems.append(str(error))
+        return cases
+
+
 def acdc_splits(root: Path, manifest: Path, num_labeled: int | str) -> Splits:
     """Resolve the manifest's patient lists against the patients found under `root`.
 
     Training patients are those in neither the validation nor the test list; the first
     `num_labeled` of labeled_order.txt are labeled (`"all"`: every training patient), the rest
-    contribute their frames as unlabeled cases.
+    contribute their frames as unlabeled cases. Layout problems (missing manifest files or listed
+    patients, Info.cfg files, overlapping lists) are all collected and raised together, one line each.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"data.root: {root} is not a directory")
-    present = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("patient")}
-    if not present:
-        raise UserError(f"data.root: no patientNNN directories under {root}")
-
-    validation = read_patient_list(manifest / "val.txt")
-    test = read_patient_list(manifest / "test.txt")
-    order = read_patient_list(manifest / "labeled_order.txt")
+    root, manifest = Path(root), Path(manifest)
+    present = patient_dirs(root, "data.root")
+    problems: list[str] = []
+    validation, test, order = (listed_patients(manifest / name, problems) for name in MANIFEST_FILES)
     used_order = order if num_labeled == "all" else order[:num_labeled]
     for name, ids in (("val.txt", validation), ("test.txt", test), ("labeled_order.txt", used_order)):
-        missing = [pid for pid in ids if pid not in present]
-        if missing:
-            raise UserError(f"{manifest / name}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} not found under {root}")
+        problems += missing_patients(manifest / name, ids, present, root)
     held_out = set(validation) | set(test)
     if set(validation) & set(test):
-        raise UserError(f"{manifest}: val.txt and test.txt share patients")
+        problems.append(f"{manifest}: val.txt and test.txt share patients")
     leaked = [pid for pid in order if pid in held_out]
     if leaked:
-        raise UserError(f"{manifest / 'labeled_order.txt'}: {', '.join(leaked)} also in val/test")
+        problems.append(f"{manifest / 'labeled_order.txt'}: {', '.join(leaked)} also in val/test")
 
     training = [pid for pid in present if pid not in held_out]
     if num_labeled == "all":
         labeled_ids = order + [pid for pid in training if pid not in order]
     else:
-        if num_labeled > len(order):
-            raise UserError(f"data.num_labeled: {num_labeled} but {manifest / 'labeled_order.txt'} lists {len(order)} patients")
+        if num_labeled > len(order) and (manifest / "labeled_order.txt").is_file():
+            problems.append(f"data.num_labeled: {num_labeled} but {manifest / 'labeled_order.txt'} lists {len(order)} patients")
         labeled_ids = order[:num_labeled]
 
+    frames = FrameCollector(present, problems)
     splits = Splits()
-    splits.labeled = [c for pid in labeled_ids for c in patient_frames(present[pid])]
+    splits.labeled = frames.of(labeled_ids)
     splits.unlabeled = [
         Case(c.case_id, c.image, None, c.group, audit_label=c.label if c.label.is_file() else None)
-        for pid in training if pid not in labeled_ids
-        for c in patient_frames(present[pid])
+        for c in frames.of(pid for pid in training if pid not in labeled_ids)
     ]
-    splits.validation = [c for pid in validation for c in patient_frames(present[pid])]
-    splits.test = [c for pid in test for c in patient_frames(present[pid])]
+    splits.validation = frames.of(validation)
+    splits.test = frames.of(test)
+    require_clean(problems)
     return splits

@@ -1,10 +1,10 @@
 """Domain adaptation: labeled cases from one source, unlabeled cases from another, held-out cases of both.
 
 A recipe's ``data.labeled`` (the source domain) and ``data.unlabeled`` (the target domain) each name a
-layout and where it lives. The labeled source gives the labeled training cases (ACDC: the first
-``num_labeled`` of its labeled order, default all of its training patients); the unlabeled source gives
-every training case of its own, labels dropped. Both give their validation and test cases, tagged with
-their domain, so that validation and evaluation report each domain separately.
+layout and where it lives. The labeled source gives the labeled training cases (the first
+``num_labeled`` of its ACDC labeled order or of its datalist's labeled training entries, default all);
+the unlabeled source gives every training case of its own, labels dropped. Both give their validation
+and test cases, tagged with their domain, so that validation and evaluation report each domain separately.
 
 Domain names: ``domain`` in the source's recipe section, else the vendor (M&Ms), else ``source`` /
 ``target``. Each domain belongs to one side ("role"): the roles are what model selection and the
@@ -18,7 +18,8 @@ import dataclasses
 from pathlib import Path
 
 from maskmatch_med.config import DataConfig, DomainSourceConfig
-from maskmatch_med.data.acdc import acdc_splits, patient_frames, read_patient_list
+from maskmatch_med.data.acdc import FrameCollector, acdc_splits, listed_patients, missing_patients, patient_dirs
+from maskmatch_med.data.checks import require_clean
 from maskmatch_med.data.cases import Case, Splits
 from maskmatch_med.data.datalist import datalist_splits
 from maskmatch_med.data.mnms import mnms_cases
@@ -29,26 +30,27 @@ SOURCE, TARGET = "source", "target"
 
 def _acdc_target(root: Path, manifest: Path, key: str) -> Splits:
     """An ACDC-layout target: val.txt / test.txt from the manifest, every other patient unlabeled
-    (no labeled_order.txt needed: nothing of the target is trained on with labels)."""
+    (no labeled_order.txt needed: nothing of the target is trained on with labels). Layout problems
+    are listed together, one line each, as for a plain ACDC recipe."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{key}.root: {root} is not a directory")
-    present = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("patient")}
-    if not present:
-        raise UserError(f"{key}.root: no patientNNN directories under {root}")
+        # The demo's two phantoms are written by the synth commands at the top of recipes/da_demo.yaml.
+        raise UserError(f"{key}.root: {root} is not a directory (recipes/da_demo.yaml: its first lines write both phantoms)")
+    present = patient_dirs(root, f"{key}.root")
+    problems: list[str] = []
     held = {}
     for name in ("val.txt", "test.txt"):
-        ids = read_patient_list(Path(manifest) / name) if (Path(manifest) / name).is_file() else []
-        missing = [pid for pid in ids if pid not in present]
-        if missing:
-            raise UserError(f"{Path(manifest) / name}: {', '.join(missing[:5])} not found under {root}")
+        ids = listed_patients(Path(manifest) / name, problems) if (Path(manifest) / name).is_file() else []
+        problems += missing_patients(Path(manifest) / name, ids, present, root)
         held[name] = ids
+    frames = FrameCollector(present, problems)
     splits = Splits()
-    splits.validation = [c for pid in held["val.txt"] for c in patient_frames(present[pid])]
-    splits.test = [c for pid in held["test.txt"] for c in patient_frames(present[pid])]
+    splits.validation = frames.of(held["val.txt"])
+    splits.test = frames.of(held["test.txt"])
     held_out = set(held["val.txt"]) | set(held["test.txt"])
     # With their label paths: the caller drops them for a target, keeps them for a fully labeled source.
-    splits.unlabeled = [c for pid in present if pid not in held_out for c in patient_frames(present[pid])]
+    splits.unlabeled = frames.of(pid for pid in present if pid not in held_out)
+    require_clean(problems)
     return splits
 
 
@@ -64,7 +66,7 @@ def _source_splits(source: DomainSourceConfig, role: str, key: str) -> Splits:
         else:
             splits = acdc_splits(source.root, manifest, source.num_labeled)
     elif source.layout == "datalist":
-        splits = datalist_splits(source.datalist)
+        splits = datalist_splits(source.datalist, source.num_labeled if role == SOURCE else "all")
     else:
         by_split = mnms_cases(source.root, source.csv, source.vendors, source.manifest, source.domain, key=f"{key}.root")
         splits = Splits(

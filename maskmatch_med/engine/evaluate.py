@@ -176,6 +176,69 @@ def _read_class_names(pred_dir: Path) -> list[str] | None:
     return [labels[i] for i in range(1, len(labels))]
 
 
+@dataclass(frozen=True)
+class _Classes:
+    """The classes an evaluation scores when something fixes them before any file is read, and what
+    fixed them: a label outside them is refused naming that source first (the option or file to
+    correct), not only the label map that showed the mismatch."""
+
+    names: list[str] | None
+    count: int | None  # including background; None: the ground truth's labels decide
+    source: str = ""  # "--class-names", PRED/labels.json or "num_classes=N"
+    fix: str = ""
+
+    def refusal(self, path: Path, label: int) -> UserError:
+        if self.names is None:
+            return UserError(f"{self.source}: labels 0..{self.count - 1}, but {path} holds label {label} (out of range)")
+        named = "label 1" if self.count == 2 else f"labels 1..{self.count - 1}"
+        return UserError(
+            f"{self.source}: {len(self.names)} foreground name{'s' if len(self.names) != 1 else ''} for {named}, "
+            f"but {path} holds label {label}; {self.fix}"
+        )
+
+
+def _known_classes(pred_dir: Path, class_names: list[str] | None, num_classes: int | None) -> _Classes:
+    """The names (label 1 first) and count given as `class_names` (named ``--class-names`` in messages,
+    the option they come from), else read from ``pred_dir/labels.json``, else only `num_classes`, else
+    nothing: then the ground truth's labels set the range."""
+    if num_classes is not None and int(num_classes) < 2:
+        raise UserError(f"num_classes: must be at least 2 (background + one class), got {num_classes}")
+    if class_names is None:
+        class_names = _read_class_names(pred_dir)
+        source, fix = f"{pred_dir / 'labels.json'}", "correct labels.json, or name every class with --class-names"
+    else:
+        class_names = [str(n) for n in class_names]
+        source, fix = "--class-names", "give one name per foreground label, comma-separated"
+    if class_names is None:
+        count = None if num_classes is None else int(num_classes)
+        return _Classes(None, count, f"num_classes={num_classes}" if count else "")
+    if not class_names:
+        raise UserError(f"{source}: no foreground class names")
+    if len(set(class_names)) != len(class_names) or MEAN_ROW in class_names:
+        raise UserError(f"{source}: class names must be unique and not '{MEAN_ROW}', got {class_names}")
+    if num_classes is not None and len(class_names) != int(num_classes) - 1:
+        raise UserError(
+            f"{source}: {len(class_names)} foreground class names but num_classes={num_classes} "
+            f"(which includes background) needs {int(num_classes) - 1}"
+        )
+    return _Classes(class_names, len(class_names) + 1, source, fix)
+
+
+def _refuse_labels_beyond_ground_truth(tops: list[tuple[int, int]], cases: list[str], preds: dict[str, Path]) -> int:
+    """The class count when nothing names the classes: background up to the largest ground-truth label
+    (at least one foreground class). A prediction holding a label above it is refused: no ground truth
+    has that class, so scoring it would only add a Dice-0 class to the mean (a model of another dataset,
+    or the wrong folder), and a careful user would rather be told than average it in."""
+    count = max(max(gt_top for _, gt_top in tops) + 1, 2)
+    for case, (pred_top, _) in zip(cases, tops):
+        if pred_top >= count:
+            raise UserError(
+                f"{preds[case]}: label {pred_top} is in no ground-truth file (their labels are 0..{count - 1}); "
+                "if it is a class, name every class with --class-names (or a labels.json beside the predictions)"
+            )
+    return count
+
+
 # ----------------------------------------------------------------------------------------------- images
 
 
@@ -367,10 +430,12 @@ def evaluate_folders(
         pred_dir: folder of predicted label maps (``*.nii.gz`` / ``*.nii``), e.g. the predict command's output.
         gt_dir: folder searched recursively for ``NAME_gt.nii.gz`` or ``NAME.nii.gz`` (an ACDC root works).
         output_csv: if given, the per-case CSV report is written there (atomically).
-        class_names: foreground class names (label 1 first); default: ``pred_dir/labels.json`` when it
-            exists, else ``class1``, ``class2``, ...
+        class_names: foreground class names (label 1 first; messages call them ``--class-names``);
+            default: ``pred_dir/labels.json`` when it exists, else ``class1``, ``class2``, ...
         num_classes: number of classes including background; default: from the class names, else the
-            largest label found in any prediction or ground truth, plus one.
+            largest ground-truth label plus one (at least 2). A label outside the classes, in a
+            prediction or a ground truth, is refused naming where the classes came from; without names,
+            a prediction holding a label no ground truth has is refused naming the prediction.
         require_all: every ground-truth case under ``gt_dir`` must have a prediction; otherwise the
             cases without one are only listed in ``report.unpredicted``.
         domains: case -> domain (site, vendor); every prediction needs one. The report then also
@@ -386,8 +451,6 @@ def evaluate_folders(
         raise UserError(f"{gt_dir}: ground-truth folder does not exist or is not a folder")
     if pred_dir.resolve() == gt_dir.resolve():
         raise UserError(f"{gt_dir}: the ground-truth folder must differ from the prediction folder")
-    if num_classes is not None and int(num_classes) < 2:
-        raise UserError(f"num_classes: must be at least 2 (background + one class), got {num_classes}")
 
     preds = _list_predictions(pred_dir)
     if domains is not None:
@@ -405,43 +468,27 @@ def evaluate_folders(
         if target in inputs:
             raise UserError(f"{output_csv}: would overwrite an input file; choose another output path")
 
-    if class_names is None:
-        class_names = _read_class_names(pred_dir)
-        names_from = f"{pred_dir / 'labels.json'}"
-    else:
-        class_names = [str(n) for n in class_names]
-        names_from = "class names"
-    if class_names is not None:
-        if not class_names:
-            raise UserError(f"{names_from}: no foreground class names")
-        if len(set(class_names)) != len(class_names) or MEAN_ROW in class_names:
-            raise UserError(f"{names_from}: class names must be unique and not '{MEAN_ROW}', got {class_names}")
-        if num_classes is not None and len(class_names) != int(num_classes) - 1:
-            raise UserError(
-                f"{names_from}: {len(class_names)} foreground class names but num_classes={num_classes} "
-                f"(which includes background) needs {int(num_classes) - 1}"
-            )
-        num_classes = len(class_names) + 1
-
+    known = _known_classes(pred_dir, class_names, num_classes)
     cases = list(preds)
-    fixed_classes = int(num_classes) if num_classes is not None else None
+    fixed_classes = known.count
 
-    def score(case: str) -> tuple[int, dict[int, dict[str, float]]]:
-        """(largest label seen, metrics) of one case; loads, checks and scores, then frees the arrays."""
+    def score(case: str) -> tuple[tuple[int, int], dict[int, dict[str, float]]]:
+        """((largest predicted label, largest ground-truth label), metrics) of one case; loads, checks
+        and scores, then frees the arrays."""
         p, g, spacing = _load_pair(preds[case], gts[case])
-        top = max(int(p.max()), int(g.max()))
+        p_top, g_top = int(p.max()), int(g.max())
+        top = max(p_top, g_top)
         if fixed_classes is not None and top >= fixed_classes:
-            path = preds[case] if int(p.max()) == top else gts[case]
-            raise UserError(f"{path}: label {top} is out of range for {fixed_classes} classes (0..{fixed_classes - 1})")
+            raise known.refusal(preds[case] if p_top == top else gts[case], top)
         # With num_classes unknown, score the labels this case has: any class above them is absent from
         # both arrays, hence all-NaN, which is filled in below once the global count is known.
         n = fixed_classes if fixed_classes is not None else max(top + 1, 2)
-        return top, case_metrics(p, g, n, spacing, distances=True)
+        return (p_top, g_top), case_metrics(p, g, n, spacing, distances=True)
 
     # Streaming over cases with two workers: the distance computations (KD-tree queries, erosions, torch
     # ops) and the gzip decoding release the GIL; only two cases are in memory at a time.
     workers = min(2, os.cpu_count() or 1, len(cases))
-    results: list[tuple[int, dict[int, dict[str, float]]]] = []
+    results: list[tuple[tuple[int, int], dict[int, dict[str, float]]]] = []
     with quiet_monai_internal_warnings():  # entered here, on the main thread, for the workers' sake
         if workers > 1:
             pool = ThreadPoolExecutor(max_workers=workers)
@@ -453,10 +500,10 @@ def evaluate_folders(
             results = [score(c) for c in cases]
 
     if fixed_classes is None:
-        num_classes = max(max(top for top, _ in results) + 1, 2)
-    num_classes = int(num_classes)
-    if class_names is None:
-        class_names = [f"class{i}" for i in range(1, num_classes)]
+        num_classes = _refuse_labels_beyond_ground_truth([tops for tops, _ in results], cases, preds)
+    else:
+        num_classes = fixed_classes
+    class_names = known.names or [f"class{i}" for i in range(1, num_classes)]
     nan = float("nan")
     scores = [{c: r.get(c, {m: nan for m in CLASS_METRICS}) for c in range(1, num_classes)} for _, r in results]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -130,15 +130,30 @@ def predict_volume_labels(
     return labels_from_probabilities(probs)
 
 
+def is_label_map_name(path: Path) -> bool:
+    """Named like a ground-truth label map (ACDC's NAME_gt.nii.gz), which predict never segments."""
+    return nifti_stem(path).endswith("_gt")
+
+
 def collect_inputs(input: Path) -> list[Path]:
     """The NIfTI images to predict: `input` itself if it is a file, else every *.nii / *.nii.gz directly
-    inside the directory, sorted by name, skipping label maps (*_gt.nii[.gz]) and hidden files."""
+    inside the directory, sorted by name, skipping label maps (*_gt.nii[.gz]) and hidden files.
+
+    A label map named on its own is refused rather than skipped: the user meant some image (most likely
+    the one beside it), and segmenting labels as intensities would give a plausible-looking nonsense map."""
     input = Path(input)
     if not input.exists():
         raise UserError(f"{input}: not found")
     if input.is_file():
         if not is_nifti(input):
             raise UserError(f"{input}: not a NIfTI file (expected .nii or .nii.gz)")
+        if is_label_map_name(input):
+            stem = nifti_stem(input)
+            image = stem[:-3] + input.name[len(stem):]
+            raise UserError(
+                f"{input}: a label map (named *_gt), not an image; give --input the image ({image}), "
+                "or rename the file if it is one"
+            )
         return [input]
     if not input.is_dir():
         raise UserError(f"{input}: neither a file nor a directory")
@@ -146,7 +161,7 @@ def collect_inputs(input: Path) -> list[Path]:
     for p in sorted(input.iterdir(), key=lambda q: q.name):
         if p.name.startswith(".") or not p.is_file() or not is_nifti(p):
             continue
-        if nifti_stem(p).endswith("_gt"):
+        if is_label_map_name(p):
             continue
         found.append(p)
     if not found:
@@ -175,6 +190,12 @@ def _label_names(num_classes: int, class_names: list[str] | None) -> dict[str, s
             f"(give {num_classes}, or {num_classes - 1} without the background)"
         )
     return {str(i): name for i, name in enumerate(names)}
+
+
+def legend_names(num_classes: int, label_names: dict[str, str] | None) -> list[str]:
+    """The foreground names a --png montage's legend shows: the checkpoint's, else class1, class2, ...
+    (the names evaluate gives unnamed classes)."""
+    return [label_names[str(i)] if label_names else f"class{i}" for i in range(1, int(num_classes))]
 
 
 def plan_outputs(inputs: list[Path], output_dir: Path, png: bool = False) -> list[tuple[Path, Path, Path | None]]:
@@ -220,18 +241,59 @@ def _complete(output: Path, source: Path) -> bool:
         return False
 
 
-def with_progress(plan: list, progress: bool):
-    """The output plan, behind a progress bar when asked."""
+def with_progress(plan: list, progress: bool, unit: str = "vol"):
+    """The output plan, behind a progress bar when asked (the CLI asks when stderr is a terminal: in a
+    log file or a pipe, a bar's carriage-return redraws are noise)."""
     if not progress:
         return plan
     from tqdm import tqdm
 
-    return tqdm(plan, desc="predict", unit="vol")
+    return tqdm(plan, desc="predict", unit=unit)
+
+
+class Predictions(list):
+    """The label files of one `predict`, in input order (the plain list it always returned), counting
+    in `kept` those that --skip-existing left as an earlier run completed them: the summary line then
+    says how many were written and how many kept, instead of calling them all written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = 0
+
+    def add(self, path: Path, kept: bool = False) -> None:
+        self.append(path)
+        self.kept += int(kept)
 
 
 def already_written(src: Path, label_out: Path, png_out: Path | None, extra: Sequence[Path] = ()) -> bool:
     """Whether an earlier, interrupted run left every output of `src` complete (--skip-existing)."""
     return _complete(label_out, src) and (png_out is None or png_out.is_file()) and all(p.is_file() for p in extra)
+
+
+def pending_inputs(plan: list[tuple[Path, Path, Path | None]], skip_existing: bool, extra_outputs=lambda src: ()) -> set[Path]:
+    """The inputs of `plan` still to predict: all of them, or with `skip_existing` those whose outputs
+    an earlier, interrupted run did not complete (`extra_outputs(src)`: 3D maps written beside the labels)."""
+    return {src for src, label_out, png_out in plan
+            if not (skip_existing and already_written(src, label_out, png_out, extra_outputs(src)))}
+
+
+def require_readable(paths: Sequence[Path], read: Callable[[Path], object]) -> None:
+    """Read every input before the first output is written and refuse the unreadable ones together,
+    one line each (and a count when there are several): a corrupt file found half-way used to leave
+    the earlier label maps and no labels.json.
+
+    Each file is read in full (a truncated .nii.gz fails only at its end), so it is read twice in all:
+    here and when predicted. That is small beside inference and keeps no volume in memory meanwhile."""
+    problems = []
+    for path in paths:
+        try:
+            read(path)
+        except UserError as error:
+            problems.append(str(error))
+    if len(problems) > 1:
+        problems.append(f"{len(problems)} of {len(paths)} inputs cannot be read; nothing was written")
+    if problems:
+        raise UserError("\n".join(problems))
 
 
 def predict_files(
@@ -255,20 +317,22 @@ def predict_files(
     output_dir/labels.json ({"0": "background", ...}), once all volumes are done, when `class_names` is
     given (with or without the background name). Returns the label files written, in input order.
 
-    Everything that can be checked up front is checked before anything is written: inputs exist, no
-    output lands in an input's directory or on an input, no two outputs collide, class names fit.
+    Everything that can be checked up front is checked before anything is written: inputs exist and
+    read as 3D images, no output lands in an input's directory or on an input, no two outputs collide,
+    class names fit.
     """
     inputs = [Path(p) for p in inputs]
     output_dir = Path(output_dir)
     plan = plan_outputs(inputs, output_dir, png=png)
     names = _label_names(int(num_classes), class_names)
+    pending = pending_inputs(plan, skip_existing)
+    require_readable([src for src, _, _ in plan if src in pending], load_volume)
 
     model = model.to(device)
-
-    written = []
+    written = Predictions()
     for src, label_out, png_out in with_progress(plan, progress):
-        if skip_existing and already_written(src, label_out, png_out):
-            written.append(label_out)  # finished by an earlier, interrupted run (writes are atomic)
+        if src not in pending:
+            written.add(label_out, kept=True)  # finished by an earlier, interrupted run (writes are atomic)
             continue
         vol = load_volume(src)
         probs = predict_volume_probabilities(
@@ -285,8 +349,8 @@ def predict_files(
             labels = keep_largest_component(labels, int(num_classes))
         write_label_like(labels, src, label_out)
         if png_out is not None:
-            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing))
-        written.append(label_out)
+            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing), class_names=legend_names(num_classes, names))
+        written.add(label_out)
     if names is not None:
         write_json_atomic(names, output_dir / "labels.json")
     return written

@@ -23,7 +23,10 @@ from maskmatch_med.config import Recipe, VolumeConfig
 from maskmatch_med.data.nifti import load_volume
 from maskmatch_med.data.preprocess import slice_axis_of
 from maskmatch_med.data.volumes import from_network, prepare_image
-from maskmatch_med.engine.inference import _label_names, _logits_of, already_written, labels_from_probabilities, plan_outputs, with_progress
+from maskmatch_med.engine.inference import (
+    Predictions, _label_names, _logits_of, labels_from_probabilities, legend_names, pending_inputs, plan_outputs,
+    require_readable, with_progress,
+)
 from maskmatch_med.engine.postprocess import keep_largest_component
 from maskmatch_med.engine.writers import atomic_path, write_json_atomic, write_label_like, write_overlay_montage
 from maskmatch_med.errors import UserError
@@ -134,12 +137,16 @@ def predict_files_3d(
     plan = plan_outputs([Path(p) for p in inputs], output_dir, png=png)
     names = _label_names(recipe.data.num_classes, recipe.data.class_names)
     per_axis = axis_scales(scales, recipe.volume)
+    def extra_outputs(src: Path) -> list[Path]:
+        return ([output_dir / "probabilities" / src.name] if probabilities else []) + ([output_dir / "uncertainty" / src.name] if uncertainty else [])
+
+    pending = pending_inputs(plan, skip_existing, extra_outputs)
+    require_readable([src for src, _, _ in plan if src in pending], load_volume)
     model = model.to(device)
-    written = []
+    written = Predictions()
     for src, label_out, png_out in with_progress(plan, progress):
-        extra = ([output_dir / "probabilities" / src.name] if probabilities else []) + ([output_dir / "uncertainty" / src.name] if uncertainty else [])
-        if skip_existing and already_written(src, label_out, png_out, extra):
-            written.append(label_out)
+        if src not in pending:
+            written.add(label_out, kept=True)
             continue
         vol = load_volume(src)
         probs, disagreement = predict_volume_3d(model, vol.array, vol.spacing, recipe.volume, per_axis, device, uncertainty=uncertainty)
@@ -154,8 +161,9 @@ def predict_files_3d(
         if disagreement is not None:
             write_map_like(disagreement.numpy(), src, output_dir / "uncertainty" / src.name)
         if png_out is not None:
-            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing))
-        written.append(label_out)
+            write_overlay_montage(vol.array, labels, png_out, slice_axis_of(vol.spacing),
+                                  class_names=legend_names(recipe.data.num_classes, names))
+        written.add(label_out)
     if names is not None:
         write_json_atomic(names, output_dir / "labels.json")
     return written

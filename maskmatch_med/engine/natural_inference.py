@@ -11,6 +11,7 @@ from PIL import Image
 
 from maskmatch_med.data.natural import image_files, palette_for, read_image
 from maskmatch_med.data.natural_batches import normalise
+from maskmatch_med.engine.inference import Predictions, require_readable, with_progress
 from maskmatch_med.engine.writers import atomic_path, write_json_atomic
 from maskmatch_med.errors import UserError
 
@@ -63,19 +64,22 @@ def write_palette_png(labels: np.ndarray, palette: list[int], out_path: Path) ->
 
 def predict_image_files(
     model: torch.nn.Module, inputs: list[Path], output_dir: Path, layout: str, class_names: list[str], device: torch.device,
-    mode: str, window: int, skip_existing: bool = False,
+    mode: str, window: int, skip_existing: bool = False, progress: bool = False,
 ) -> list[Path]:
-    """Each input IMAGE.jpg/.png -> OUTPUT/IMAGE.png, a palette PNG of class indices of the input's size."""
+    """Each input IMAGE.jpg/.png -> OUTPUT/IMAGE.png, a palette PNG of class indices of the input's size.
+    Every image still to predict is decoded first, so a corrupt one is refused before anything is written."""
     output_dir = Path(output_dir)
     files = [f for given in inputs for f in image_files(given)]
     check_outputs(files, output_dir)
+    kept = {path for path in files if skip_existing and (output_dir / f"{path.stem}.png").is_file()}
+    require_readable([path for path in files if path not in kept], read_image)
     output_dir.mkdir(parents=True, exist_ok=True)
-    palette, written = palette_for(layout), []
-    for path in files:
+    palette, written = palette_for(layout), Predictions()
+    for path in with_progress(files, progress, unit="image"):
         out = output_dir / f"{path.stem}.png"
-        if not (skip_existing and out.is_file()):
+        if path not in kept:
             write_palette_png(predict_labels(model, read_image(path), device, mode, window), palette, out)
-        written.append(out)
+        written.add(out, kept=path in kept)
     write_json_atomic(labels_json(layout, class_names), output_dir / "labels.json")
     return written
 

@@ -27,7 +27,7 @@ def natural_checkpoint(checkpoint: Path, device: torch.device) -> dict | None:
 
 
 def predict_natural(checkpoint: Path, payload: dict, inputs: list[Path], output_dir: Path, scales, device: torch.device,
-                    skip_existing: bool = False) -> list[Path]:
+                    skip_existing: bool = False, progress: bool = False) -> list[Path]:
     if tuple(scales) != (1.0,):
         raise UserError("--scales: multi-scale prediction is not available for VOC/Cityscapes checkpoints; use 1.0")
     files = [f for given in inputs for f in image_files(given)]  # checked before the model is built
@@ -41,5 +41,5 @@ def predict_natural(checkpoint: Path, payload: dict, inputs: list[Path], output_
     data = recipe.data
     return predict_image_files(
         model, files, output_dir, data.layout, list(data.class_names), device, data.eval_mode, data.eval_window or data.crop_size,
-        skip_existing=skip_existing,
+        skip_existing=skip_existing, progress=progress,
     )

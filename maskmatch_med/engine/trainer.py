@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import math
+import re
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +17,14 @@ from tqdm import tqdm
 
 from maskmatch_med.config import Recipe
 from maskmatch_med.data.sampling import EpochSampler
+from maskmatch_med.data.splits import resolve_datalist_classes
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
 from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
 from maskmatch_med.engine.run_log import RunLog, validation_summary
 from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.training_data import TrainingData, build_training_data
-from maskmatch_med.engine.writers import write_text_atomic
-from maskmatch_med.errors import UserError
+from maskmatch_med.engine.writers import check_output_directory, write_text_atomic
+from maskmatch_med.errors import TrainingInterrupted, UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
 from maskmatch_med.method.schedules import unsupervised_weight
 from maskmatch_med.method.steps import Batch, build_step
@@ -36,21 +39,50 @@ class TrainResult:
     best_checkpoint: Path
     best_score: float
     best_iteration: int
-    seconds: float
+    seconds: float  # wall time of this call: the whole run, or the part since `first_iteration` when resumed
     score_key: str = "dice_mean"  # the validation metric that chose best_checkpoint
     is_main: bool = True  # False on the other ranks of a torchrun job
+    first_iteration: int = 0  # the checkpoint's iteration a resumed run started from; 0 for a fresh run
+    iterations: int = 0  # train.iterations, the run's budget
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: cuda requested but no CUDA device is available")
+DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """The torch device for `name` (auto, cpu, cuda or cuda:N). A name torch does not know, or a CUDA
+    device that is not there, is a one-line error naming `option`, the setting the user gave it
+    through (train.device for `train`, --device for `predict`)."""
+    name = str(name).strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_NAME.fullmatch(name):
+        raise UserError(f"{option}: {name!r} is not a device; use cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"{option}: {name} requested but no CUDA device is available (use cpu or auto)")
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise UserError(f"{option}: {name} requested but this machine has {count} CUDA device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})")
     return torch.device(name)
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
     return base_lr * (1.0 - iteration / total) ** power
+
+
+def saved_iteration(last_path: Path) -> int | None:
+    """The iteration --resume would continue from: read from the file (memory-mapped, so cheap), since
+    Ctrl-C may land during a save and only the file says whether the new checkpoint made it."""
+    try:
+        return int(torch.load(last_path, map_location="cpu", weights_only=True, mmap=True)["iteration"])
+    except Exception:  # no checkpoint yet (or not a readable one): nothing to resume from
+        return None
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in `run_dir` (its recipe.yaml holds every --set override)."""
+    return f"maskmatch-med train {shlex.quote(str(run_dir))} --resume"
 
 
 def shared_teacher(student: torch.nn.Module):
@@ -97,6 +129,18 @@ def iterations_per_epoch(data: TrainingData, train, world_size: int) -> int:
     return max(1, len(data.labeled) // (train.batch_size * world_size))
 
 
+def warmup_note(recipe: Recipe, semi_supervised: bool) -> str | None:
+    """A line when the supervised warm-up fills the whole budget (typically `--set train.iterations=N`
+    on a recipe whose warm-up was sized for its own budget): the run would never train the method."""
+    m, t = recipe.method, recipe.train
+    if not semi_supervised or m.warmup_iterations < t.iterations:
+        return None
+    return (
+        f"note: method.warmup_iterations={m.warmup_iterations} covers all train.iterations={t.iterations}, so this run "
+        f"trains the supervised loss only; --set method.warmup_iterations=N (N < {t.iterations}) to train {m.name}"
+    )
+
+
 class Trainer:
     """One run: set-up (data, model, optimizer, optional resume), then `run()` iterates.
 
@@ -105,6 +149,7 @@ class Trainer:
     """
 
     def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True):
+        recipe, notes = resolve_datalist_classes(recipe)  # before anything sized by num_classes; recipe.yaml records the result
         self.recipe, t = recipe, recipe.train
         self.run_dir = Path(recipe.output_dir)
         ckpt_dir = self.run_dir / CHECKPOINT_DIR
@@ -113,11 +158,15 @@ class Trainer:
             raise UserError(f"--resume: no checkpoint at {self.last_path}")
         if not resume and self.last_path.exists():
             raise UserError(f"output_dir: {self.run_dir} already holds a run; pass --resume to continue it or choose another --output")
+        check_output_directory(self.run_dir, "output_dir (--output)")
 
+        self.resumed = resume
         device = resolve_device(t.device)
         self.dist = init_distributed(device.type)
         self.device = torch.device(f"cuda:{self.dist.local_rank}") if device.type == "cuda" and self.dist.enabled else device
         self.progress = progress and self.dist.is_main
+        for note in notes if self.dist.is_main else []:
+            print(f"note: {note}")
         torch.manual_seed(t.seed)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -277,15 +326,14 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(recipe.to_yaml(), self.run_dir / "recipe.yaml")
-            print(
-                f"{recipe.method.name}: {len(self.labeled)} labeled / {len(self.unlabeled) if self.unlabeled is not None else 0} "
-                f"unlabeled {self.data.unit}, {len(self.validator)} validation cases, device {self.device}"
-                + (f", {self.dist.world_size} processes" if self.dist.enabled else "") + f", run dir {self.run_dir}"
-            )
-        log = RunLog(self.run_dir) if main else None
+            for line in self._opening_lines():
+                print(line)
+        # A fresh run (start 0) starts its logs afresh; a resumed one drops what was logged after its checkpoint.
+        log = RunLog(self.run_dir, keep_until=self.start) if main else None
         checkpoint_every = t.checkpoint_every or t.val_every
         bar = tqdm(total=t.iterations, initial=self.start, disable=not self.progress, dynamic_ncols=True, desc="train")
         self.model.train()
+        done = self.start  # iterations completed, for the line an interruption prints
         try:
             for iteration in range(self.start, t.iterations):
                 logs = self._train_step(iteration)
@@ -307,6 +355,8 @@ class Trainer:
                     self._prune_snapshots()
                 if save:
                     barrier(self.dist)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interruption_line(done)) from None
         finally:
             bar.close()
             if log:
@@ -320,7 +370,36 @@ class Trainer:
             shutdown(self.dist)
         return TrainResult(
             self.run_dir, self.best_path, self.best_score, self.best_iteration, time.perf_counter() - started,
-            self.validator.score_key if self.validator is not None else "", self.dist.is_main,
+            self.validator.score_key if self.validator is not None else "", self.dist.is_main, self.start, t.iterations,
+        )
+
+    def _opening_lines(self) -> list[str]:
+        """What the run is about to do: a resumed run says so first (which checkpoint, at which iteration
+        of how many), then the data, device and run directory, then a warning the budget calls for."""
+        recipe, t = self.recipe, self.recipe.train
+        lines = [f"resuming {self.last_path} at iteration {self.start} of {t.iterations}"] if self.resumed else []
+        lines.append(
+            f"{recipe.method.name}: {len(self.labeled)} labeled / {len(self.unlabeled) if self.unlabeled is not None else 0} "
+            f"unlabeled {self.data.unit}, {len(self.validator)} validation cases, device {self.device}"
+            + (f", {self.dist.world_size} processes" if self.dist.enabled else "") + f", run dir {self.run_dir}"
+        )
+        note = warmup_note(recipe, self.step.semi_supervised)
+        return lines + ([note] if note else [])
+
+    def _interruption_line(self, done: int) -> str:
+        """Ctrl-C after `done` iterations: what survives (the last checkpoint, or none yet) and the exact
+        command that continues, so that nobody has to guess whether --resume will work."""
+        t = self.recipe.train
+        saved = saved_iteration(self.last_path)
+        if saved is None:
+            return (
+                f"interrupted after {done} of {t.iterations} iterations, before the first checkpoint (one every "
+                f"{t.checkpoint_every or t.val_every} iterations): nothing to resume; start again with "
+                f"`maskmatch-med train {shlex.quote(str(self.run_dir))}`"
+            )
+        return (
+            f"interrupted after {done} of {t.iterations} iterations; the last checkpoint is {self.last_path} "
+            f"(iteration {saved}); continue with `{resume_command(self.run_dir)}`"
         )
 
     def _validate(self, done: int, log: RunLog, bar: tqdm, generators: list[torch.Tensor]) -> None:

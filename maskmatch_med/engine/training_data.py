@@ -64,7 +64,7 @@ def slice_training_data(recipe: Recipe, semi_supervised: bool, device: torch.dev
     """2D training on every slice of 3D volumes (ACDC layout or a datalist), validated per volume."""
     from maskmatch_med.engine.validation import SliceVolumeValidator
 
-    splits = resolve_splits(recipe.data)
+    splits = resolve_splits(recipe.data, semi_supervised)
     # The same checks as check-data, test split included, so a broken test file shows up now and not
     # after hours of training; training itself never reads the test volumes.
     loaded, problems = check_splits(splits, recipe.data.num_classes, semi_supervised)

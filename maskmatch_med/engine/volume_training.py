@@ -3,9 +3,6 @@ volume with sliding-window inference and 3D Dice on each volume's stored grid.""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -24,26 +21,6 @@ from maskmatch_med.errors import UserError
 from maskmatch_med.models3d import axis_divisors
 
 
-def require_datalist_sections(datalist: Path, semi_supervised: bool) -> None:
-    """One line naming the first missing section, before any file is read (a missing section would
-    otherwise surface as an empty split)."""
-    try:
-        content = json.loads(Path(datalist).read_text())
-    except (OSError, json.JSONDecodeError):
-        return  # datalist_splits reports unreadable and malformed files
-    if not isinstance(content, dict):
-        return
-    needed = ["training", "validation"] + (["unlabeled"] if semi_supervised else [])
-    for section in needed:
-        entries = content.get(section)
-        if section == "unlabeled" and not entries and any(isinstance(e, dict) and not e.get("label") for e in content.get("training") or []):
-            continue  # unlabeled cases may also be training entries without a label
-        if not entries:
-            what = "missing" if section not in content else "empty"
-            raise UserError(f"{datalist}: section {section!r} is {what}; a 3D run needs labeled 'training', 'validation' and, "
-                            "unless method.name is supervised, 'unlabeled' entries")
-
-
 def check_volume_recipe(recipe: Recipe) -> None:
     """Per-axis settings must have 3 entries and the patch must fit the network's strides."""
     v, m = recipe.volume, recipe.method
@@ -58,16 +35,9 @@ def check_volume_recipe(recipe: Recipe) -> None:
             raise UserError(f"method.ensemble.scales: {scale} needs 3 values (in-plane, in-plane, slice) for 3D")
 
 
-def check_volume_run(recipe: Recipe, semi_supervised: bool) -> None:
-    """The recipe and datalist checks a 3D run needs before any volume is read (train and check-data)."""
-    check_volume_recipe(recipe)
-    if recipe.data.layout == "datalist":
-        require_datalist_sections(recipe.data.datalist, semi_supervised)
-
-
 def volume_training_data(recipe: Recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
-    check_volume_run(recipe, semi_supervised)
-    splits = resolve_splits(recipe.data)
+    check_volume_recipe(recipe)
+    splits = resolve_splits(recipe.data, semi_supervised)  # a datalist's missing roles are named before any volume is read
     loaded, problems = check_splits(splits, recipe.data.num_classes, semi_supervised)
     require_clean(problems)
     labeled = build_patch_source(loaded["labeled"], recipe.volume, with_labels=True, device=device)

@@ -13,13 +13,16 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
 
+from maskmatch_med.errors import UserError
+
 # Fixed class colours (RGB) for overlays; class 0 (background) is never drawn. ACDC: 1 RV red,
-# 2 myocardium green, 3 LV blue. Classes past the table reuse it cyclically.
+# 2 myocardium green, 3 LV blue; then yellow, cyan, magenta, orange, purple, lime, pink, teal, brown,
+# maroon, mint, olive, navy (the README names them). Classes past the table reuse it cyclically.
 CLASS_COLOURS = np.array(
     [
         (230, 25, 75),
@@ -66,6 +69,20 @@ def atomic_path(out_path: Path) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
+
+
+def check_output_directory(path: Path, option: str) -> None:
+    """Refuse, in one line naming `option`, an output directory that is a file or lies under one:
+    checked before anything is computed, since the first write would otherwise fail half-way with a
+    traceback. A directory that does not exist yet is fine (it is created when the first file is written)."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+            raise UserError(f"{option}: {path} {where}, not a directory; choose a directory (it is created if missing)")
+        return
 
 
 def write_text_atomic(text: str, out_path: Path) -> Path:
@@ -173,15 +190,75 @@ def overlay_rgb(slice2d: np.ndarray, labels2d: np.ndarray, alpha: float = 0.45, 
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
+# The legend strip under a montage: one row of swatches and names per LEGEND_ROW pixels (wrapped to
+# the picture's width), LEGEND_PAD pixels around; each swatch a LEGEND_SWATCH-pixel square of the
+# class's full colour (the overlay blends it with the grey at `alpha`).
+LEGEND_ROW, LEGEND_PAD, LEGEND_SWATCH, LEGEND_GAP = 18, 4, 12, 12
+
+
+def class_colour(label: int) -> tuple[int, int, int]:
+    """The overlay colour of foreground `label` (1 first), as uint8 RGB."""
+    return tuple(int(v) for v in CLASS_COLOURS[(int(label) - 1) % len(CLASS_COLOURS)])  # type: ignore[return-value]
+
+
+def _legend_layout(names: Sequence[str], width: int, text_width) -> list[list[tuple[int, int]]]:
+    """Rows of (class index into `names`, x offset): items left to right, wrapped at `width` (an item
+    wider than that gets a row of its own)."""
+    rows: list[list[tuple[int, int]]] = [[]]
+    x = LEGEND_PAD
+    for index, name in enumerate(names):
+        item = LEGEND_SWATCH + 4 + int(math.ceil(text_width(name)))
+        if rows[-1] and x + item > width - LEGEND_PAD:
+            rows.append([])
+            x = LEGEND_PAD
+        rows[-1].append((index, x))
+        x += item + LEGEND_GAP
+    return rows
+
+
+def legend_strip(names: Sequence[str], width: int) -> np.ndarray:
+    """A black (H, W, 3) uint8 strip, W >= `width`, naming each foreground class beside a swatch of its
+    colour, label 1 first: a QC montage must say which colour is which class without the README at hand."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = lambda text: measure.textlength(text, font=font)
+    rows = _legend_layout(names, width, text_width)
+    widest = max(x + LEGEND_SWATCH + 4 + int(math.ceil(text_width(names[i]))) for row in rows for i, x in row)
+    strip = Image.new("RGB", (max(width, widest + LEGEND_PAD), len(rows) * LEGEND_ROW + LEGEND_PAD), (0, 0, 0))
+    draw = ImageDraw.Draw(strip)
+    for r, row in enumerate(rows):
+        top = LEGEND_PAD + r * LEGEND_ROW
+        for index, x in row:
+            draw.rectangle([x, top, x + LEGEND_SWATCH - 1, top + LEGEND_SWATCH - 1], fill=class_colour(index + 1))
+            _, text_top, _, text_bottom = draw.textbbox((0, 0), names[index], font=font)
+            centred = top + (LEGEND_SWATCH - (text_bottom - text_top)) // 2 - text_top  # beside the swatch
+            draw.text((x + LEGEND_SWATCH + 4, centred), names[index], fill=(255, 255, 255), font=font)
+    return np.asarray(strip, dtype=np.uint8)
+
+
+def with_legend(picture: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """`picture` with the legend strip of `names` below it (both widened with black to the wider one)."""
+    strip = legend_strip(names, picture.shape[1])
+    width = max(picture.shape[1], strip.shape[1])
+    out = np.zeros((picture.shape[0] + strip.shape[0], width, 3), dtype=np.uint8)
+    out[: picture.shape[0], : picture.shape[1]] = picture
+    out[picture.shape[0] :, : strip.shape[1]] = strip
+    return out
+
+
 def write_overlay_montage(
-    image: np.ndarray, labels: np.ndarray, out_path: Path, slice_axis: int, max_slices: int = 12, alpha: float = 0.45
+    image: np.ndarray, labels: np.ndarray, out_path: Path, slice_axis: int, max_slices: int = 12, alpha: float = 0.45,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Write a QC PNG: evenly chosen slices along `slice_axis` in a near-square grid, grey intensities
     windowed to the volume's 1st-99th percentiles, labels blended in fixed class colours.
 
     Each tile is one stored slice at native resolution: with (A, B) the two other axes in order, A runs
-    left to right and B bottom to top. The picture is rows*B pixels high and cols*A pixels wide,
-    (rows, cols) = montage_grid(number of slices shown).
+    left to right and B bottom to top. The tiles fill rows*B pixels by cols*A pixels,
+    (rows, cols) = montage_grid(number of slices shown). With `class_names` (foreground, label 1 first)
+    a legend strip below the tiles shows each class's colour and name (see legend_strip).
     """
     image = np.asarray(image, dtype=np.float32)
     labels = np.asarray(labels)
@@ -201,6 +278,8 @@ def write_overlay_montage(
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
         picture[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = tile
+    if class_names:
+        picture = with_legend(picture, class_names)
 
     from skimage import io as skio
 

@@ -1,4 +1,4 @@
-"""Batch-wise data augmentation on the training device (DESIGN.md section 1, steps 1 and 3).
+"""Batch-wise data augmentation on the training device: the weak view, the strong views and their mixing.
 
 - :func:`weak_augment`: one random rotation / isotropic scale / flips per sample, applied to images
   (bilinear) and labels (nearest) with the same sampling grid.

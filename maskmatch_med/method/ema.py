@@ -1,4 +1,4 @@
-"""EMA (mean-teacher) copy of the student (DESIGN.md section 1, steps 2 and 5)."""
+"""EMA (mean-teacher) copy of the student: the teacher of fixmatch, unimatch and maskmatch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Multi-scale ensembled pseudo-labels (DESIGN.md section 1, step 2).
+"""Multi-scale ensembled pseudo-labels.
 
 The teacher predicts on the weak view resampled at each scale; each softmax is resampled back to the
 view's grid and the probabilities are fused (mean, or max then renormalised). Pseudo-label = argmax,

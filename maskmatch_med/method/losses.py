@@ -1,4 +1,4 @@
-"""Losses of the method (DESIGN.md section 1, steps 1, 3 and 4)."""
+"""Losses of the method: supervised (L_x), against pseudo-labels (L_s, L_fp, L_m) and OHEM."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def ohem_loss(
 def pseudo_label_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, balance: str = "none") -> torch.Tensor:
     """Cross-entropy against pseudo-labels, weighted per pixel, normalised by ALL pixels.
 
-    ``sum over pixels of weight * CE / (B * prod(spatial))`` -- DESIGN.md section 1 step 3: the loss shrinks
+    ``sum over pixels of weight * CE / (B * prod(spatial))`` -- the loss shrinks
     when few pixels are confident. A bool ``valid`` is a 0/1 weight (the confident pixels); a float one
     is a per-pixel weight (e.g. MIC's quality weight). All-zero weights give exactly 0 with a (zero)
     gradient path.

@@ -1,4 +1,4 @@
-"""Patch masking for the masked-modeling proxy task (DESIGN.md section 1, step 4).
+"""Patch masking for the masked-modeling proxy task.
 
 The spatial grid is split into patches; each patch is dropped independently with probability
 ``ratio`` (a Bernoulli draw per patch, as in MIC) and dropped patches are filled with a constant

@@ -1,4 +1,4 @@
-"""Which teacher pixels teach the student, and with what weight (DESIGN.md section 1, step 2).
+"""Which teacher pixels teach the student, and with what weight (the teacher's part of each step).
 
 A young teacher is confident mostly about background: at one global threshold the valid pixels are
 almost all background and true foreground is confidently called background more often than it is

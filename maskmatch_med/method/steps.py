@@ -6,8 +6,10 @@
     maskmatch  : the base's loss plus lambda_m * L_m          (multi-scale pseudo-labels, masked view);
                  method.base picks fixmatch (default) or unimatch
 
-DESIGN.md section 1 defines each term. A step returns the loss to back-propagate and a dict of
-floats to log; the optimizer, EMA update and everything else stays in the engine.
+L_x is the supervised loss on labeled images; L_s (L_s1, L_s2) the strong views', L_fp the
+feature-perturbed weak view's and L_m the masked view's loss against the teacher's pseudo-labels
+(method.losses). A step returns the loss to back-propagate and a dict of floats to log; the
+optimizer, EMA update and everything else stays in the engine.
 
 Each step times its phases ("augment", "teacher", "student") on its `timer`, a disabled (no-op)
 engine.timing.PhaseTimer unless a profiler such as benchmarks/speed.py swaps in an enabled one.

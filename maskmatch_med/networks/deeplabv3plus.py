@@ -115,11 +115,12 @@ def load_pretrained(model: DeepLabV3Plus, path: Path) -> tuple[list[str], list[s
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model.pretrained: {path} not found")
+    from maskmatch_med.engine.checkpoint import read_torch_file  # lazily: the engine imports the networks
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, pickled objects, not a torch file
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise UserError(f"model.pretrained: {path} is not a readable state dict ({first})") from None
+        state = read_torch_file(path)  # weights_only, and a refusal that never advises loading it unchecked
+    except UserError as error:
+        raise UserError(f"model.pretrained: {error}") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
