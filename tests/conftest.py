@@ -73,3 +73,22 @@ def run_cli(monkeypatch, capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+def train_interrupted_after(run_cli, monkeypatch, recipe: Path, iteration: int) -> tuple[int, str, str]:
+    """Train `recipe` as if Ctrl-C came right after its `last.pt` of `iteration` was written; returns what
+    the CLI returned (exit 130 expected). The real checkpoint writer is restored afterwards."""
+    from maskmatch_med.engine import trainer
+
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt" and payload["iteration"] == iteration:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    try:
+        return run_cli("train", recipe, "--no-progress")
+    finally:
+        monkeypatch.setattr(trainer, "save_checkpoint", real_save)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 import torch
 import yaml
 
-from conftest import tiny_recipe
+from conftest import tiny_recipe, train_interrupted_after
 
 
 @pytest.fixture(scope="module")
@@ -86,24 +86,13 @@ def test_checkpoint_contents_load_safely(trained_run):
 def test_resume_matches_uninterrupted_run(tmp_path, phantom_root, tiny_manifest, run_cli, monkeypatch):
     """A run killed right after its iteration-2 checkpoint and resumed ends with the same weights as an
     uninterrupted 4-iteration run (same schedule, data order, augmentation and EMA)."""
-    from maskmatch_med.engine import trainer
-
     full = tiny_recipe(tmp_path / "full.yaml", phantom_root, tiny_manifest, tmp_path / "full")
     code, out, err = run_cli("train", full, "--no-progress")
     assert code == 0, err
     assert out.splitlines()[0].startswith("maskmatch: ") and "done in " in out and " min (the whole run); best validation" in out
 
     split = tiny_recipe(tmp_path / "split.yaml", phantom_root, tiny_manifest, tmp_path / "split")
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(path, payload):
-        real_save(path, payload)
-        if path.name == "last.pt" and payload["iteration"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    code, _, err = run_cli("train", split, "--no-progress")
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    code, _, err = train_interrupted_after(run_cli, monkeypatch, split, 2)
     last = tmp_path / "split" / "checkpoints" / "last.pt"
     assert code == 130 and torch.load(last, weights_only=True)["iteration"] == 2
     # Ctrl-C says where the last checkpoint is and the exact command that continues the run.

@@ -10,7 +10,7 @@ import shutil
 
 import torch
 
-from conftest import tiny_recipe
+from conftest import tiny_recipe, train_interrupted_after
 
 NEW_OPTIONS = {
     "name": "maskmatch", "conf_thresh": 0.5, "mask": {"patch_size": 4}, "warmup_iterations": 2, "rampup_iterations": 2,
@@ -62,22 +62,11 @@ def test_teacher_restarts_from_the_student_after_the_warmup(tmp_path, phantom_ro
 
 
 def test_resume_is_exact_with_warmup_classwise_thresholds_and_bcp(tmp_path, phantom_root, tiny_manifest, run_cli, monkeypatch):
-    from maskmatch_med.engine import trainer
-
     train = {"iterations": 6, "val_every": 3}
     full = tiny_recipe(tmp_path / "full.yaml", phantom_root, tiny_manifest, tmp_path / "full", method=NEW_OPTIONS, train=train)
     assert run_cli("train", full, "--no-progress")[0] == 0
     split = tiny_recipe(tmp_path / "split.yaml", phantom_root, tiny_manifest, tmp_path / "split", method=NEW_OPTIONS, train=train)
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(path, payload):
-        real_save(path, payload)
-        if path.name == "last.pt" and payload["iteration"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    assert run_cli("train", split, "--no-progress")[0] == 130
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    assert train_interrupted_after(run_cli, monkeypatch, split, 3)[0] == 130
     assert run_cli("train", split, "--no-progress", "--resume")[0] == 0
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
