@@ -29,7 +29,7 @@ from maskmatch_med.engine.checkpoint import load_checkpoint
 from maskmatch_med.engine.trainer import all_class_names
 from maskmatch_med.engine.training_data import audit_labels
 from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
-from maskmatch_med.method.pseudo_labels import class_thresholds, confident, pseudo_label_stats, vote_valid
+from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, confident, pseudo_label_stats, vote_valid
 from maskmatch_med.models import build_model, size_divisor
 
 RULES = [
@@ -73,8 +73,7 @@ def main() -> None:
     records = []
     for threshold in (["fixed", "classwise"] if classwise else ["fixed"]):
         for rule, scales, fuse in RULES:
-            labels, valid, truth = [], [], []
-            all_conf, all_labels = [], []
+            labels, valid = [], []
             with torch.no_grad():
                 per_batch = []
                 for start in range(0, len(slices), args.batch):
@@ -85,11 +84,10 @@ def main() -> None:
                 fused_all = torch.cat([f for _, f in per_batch])
                 conf_all, label_all = fused_all.max(1)
                 k = fused_all.shape[1]
-                if threshold == "classwise":
-                    counts = torch.bincount(label_all.flatten(), minlength=k).float()
-                    sums = torch.bincount(label_all.flatten(), weights=conf_all.flatten().float(), minlength=k)
-                    mean = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
-                    bars = class_thresholds(mean, recipe.method.conf_thresh)
+                if threshold == "classwise":  # one update over the whole set: the class means themselves
+                    tracker = ClasswiseThreshold(k)
+                    tracker.update(label_all, conf_all)
+                    bars = tracker.thresholds(recipe.method.conf_thresh)
                 else:
                     bars = torch.full((k,), float(recipe.method.conf_thresh))
                 for per_scale, fused in per_batch:
