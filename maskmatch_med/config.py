@@ -246,8 +246,8 @@ class MethodConfig(Section):
     supervised_loss: Literal["ce", "ce_dice", "ohem"] = "ce_dice"
     ohem_thresh: float = Field(0.7, gt=0.0, le=1.0, description="OHEM: pixels whose true-class probability is below this are hard")
     ohem_min_kept: int = Field(200000, ge=1, description="OHEM: keep at least this many hardest pixels per batch")
-    unsupervised_loss: Literal["ce", "dice"] = Field(
-        "ce", description="loss against pseudo-labels: ce (FixMatch/UniMatch natural images) or dice (UniMatch's medical recipe)"
+    unsupervised_loss: Literal["ce", "dice", "ce_dice"] = Field(
+        "ce", description="loss against pseudo-labels: ce (FixMatch/UniMatch natural images), dice (UniMatch's medical recipe) or ce_dice, their mean (BCP, and the supervised loss)"
     )
     conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
     lambda_u: float = Field(1.0, ge=0.0, description="weight of the consistency loss L_s")

@@ -174,3 +174,17 @@ def test_pseudo_label_dice_ignores_classes_absent_from_the_targets():
     # all invalid: zero, with a gradient path
     zero = pseudo_label_dice_loss(logits, labels, torch.zeros_like(valid))
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_ce_dice_unsupervised_loss_is_the_mean_of_cross_entropy_and_dice():
+    from maskmatch_med.config import MethodConfig, WeakAugConfig
+    from maskmatch_med.method.steps import build_step
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 3, (2, 8, 8))
+    valid = torch.rand(2, 8, 8) > 0.3
+    step = lambda kind: build_step(MethodConfig(name="fixmatch", unsupervised_loss=kind), WeakAugConfig(), 1)
+    ce, dice = step("ce").unsupervised(logits, labels, valid), step("dice").unsupervised(logits, labels, valid)
+    assert not torch.allclose(ce, dice)
+    assert torch.allclose(step("ce_dice").unsupervised(logits, labels, valid), (ce + dice) / 2)

@@ -115,9 +115,13 @@ class TrainStep:
 
     def unsupervised(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """L_s, L_m (and UniMatch's terms): method.unsupervised_loss against the pseudo-labels, per-pixel weighted."""
-        if self.method.unsupervised_loss == "dice":
+        kind = self.method.unsupervised_loss
+        if kind == "dice":
             return pseudo_label_dice_loss(logits, targets, weights)
-        return pseudo_label_loss(logits, targets, weights, balance=self.method.pseudo_label.balance)
+        ce = pseudo_label_loss(logits, targets, weights, balance=self.method.pseudo_label.balance)
+        if kind == "ce_dice":
+            return (ce + pseudo_label_dice_loss(logits, targets, weights)) / 2
+        return ce
 
     def supervised_only(self, student, batch, generator) -> StepOutput:
         """The labeled batch alone: the supervised method, and any method's warm-up."""
