@@ -129,3 +129,18 @@ def test_bcp_inward_only_keeps_the_labeled_view_whole():
     assert images is labeled and sup_labels is labels and outward is None
     out = step(net, net, b, torch.Generator().manual_seed(0))
     assert "loss_bcp_out" not in out.logs
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "maskmatch"])
+def test_a_step_not_logged_skips_the_pseudo_label_statistics_only(name):
+    method = MethodConfig(name=name, conf_thresh=0.4, mask={"patch_size": 4})
+    runs = []
+    for log in (True, False):
+        torch.manual_seed(0)
+        net = UNet(2, 1, 3, channels=(4, 8), strides=(2,), num_res_units=0)
+        step = build_step(method, WeakAugConfig(), 1, class_names=["background", "RV", "LV"])
+        runs.append([step(net, net, batch(truth=True), torch.Generator().manual_seed(5), log=log) for _ in range(2)])
+    for logged, quiet in zip(*runs):
+        assert torch.equal(logged.loss, quiet.loss)
+        assert "pl_dice_RV" in logged.logs and not any(k.startswith("pl_") for k in quiet.logs)
+        assert {k: v for k, v in logged.logs.items() if not k.startswith("pl_")} == quiet.logs

@@ -137,3 +137,60 @@ def test_min_votes_is_validated_against_the_scales():
     assert EnsembleConfig(scales=[0.75, 1.0, 1.25], min_votes=3).min_votes == 3
     with pytest.raises(ValidationError, match="min_votes 2 exceeds the 1 scale"):
         EnsembleConfig(scales=[1.0], min_votes=2)
+
+
+def test_classwise_threshold_pools_ranks_through_reduce_sum():
+    g = torch.Generator().manual_seed(0)
+    labels = [torch.randint(0, 3, (2, 6, 6), generator=g) for _ in range(2)]
+    conf = [torch.rand(2, 6, 6, generator=g) for _ in range(2)]
+    # rank 1's statistics, queued for rank 0's reduce_sum to add
+    queue = []
+    rank1 = ClasswiseThreshold(3, reduce_sum=lambda t: queue.append(t.clone()) or t)
+    rank0 = ClasswiseThreshold(3, reduce_sum=lambda t: t + queue.pop(0))
+    single = ClasswiseThreshold(3)
+    for _ in range(3):
+        rank1.update(labels[1], conf[1])
+        rank0.update(labels[0], conf[0])
+        single.update(torch.cat(labels), torch.cat(conf))
+    assert torch.allclose(rank0.ema, single.ema) and not torch.allclose(rank1.ema, single.ema)
+
+
+def test_distribution_alignment_pools_ranks_through_reduce_sum():
+    from maskmatch_med.method.pseudo_labels import DistributionAlignment
+
+    g = torch.Generator().manual_seed(1)
+    truth = [torch.randint(0, 3, (2, 6, 6), generator=g) for _ in range(2)]
+    probs = [torch.softmax(torch.randn(2, 3, 6, 6, generator=g), 1) for _ in range(2)]
+    queue = []
+    rank1 = DistributionAlignment(3, reduce_sum=lambda t: queue.append(t.clone()) or t)
+    rank0 = DistributionAlignment(3, reduce_sum=lambda t: t + queue.pop(0))
+    single = DistributionAlignment(3)
+    for _ in range(2):
+        rank1.update_target(truth[1]), rank1.align(probs[1])
+        rank0.update_target(truth[0]), rank0.align(probs[0])
+        single.update_target(torch.cat(truth)), single.align(torch.cat(probs))
+    assert torch.allclose(rank0.target, single.target) and torch.allclose(rank0.predicted, single.predicted)
+    assert not torch.allclose(rank1.predicted, single.predicted)
+
+
+def test_class_statistics_update_without_reading_values_back(monkeypatch):
+    """No .cpu(), .item() or bool() of a tensor in the per-step updates: on a GPU each is a host sync."""
+    from maskmatch_med.method.pseudo_labels import DistributionAlignment
+
+    tracker, alignment = ClasswiseThreshold(3), DistributionAlignment(3)
+    labels, conf = torch.tensor([[0, 1, 1, 2]]), torch.tensor([[0.9, 0.5, 0.7, 0.6]])
+    probs = torch.softmax(torch.randn(1, 3, 4), 1)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync")
+
+    for name in ("cpu", "item", "tolist", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    for _ in range(2):
+        tracker.update(labels, conf, include=torch.tensor([[True, True, True, False]]))
+        alignment.update_target(labels)
+        alignment.align(probs)
+        tracker.thresholds(0.9)
+    monkeypatch.undo()
+    assert tracker.ema.tolist() == pytest.approx([0.9, 0.6, float("nan")], nan_ok=True)
+    assert class_thresholds(torch.tensor([float("nan"), float("nan")]), 0.9).tolist() == pytest.approx([0.9, 0.9])

@@ -62,6 +62,15 @@ def mean_over_ranks(ctx: DistContext, values: dict[str, float], device: torch.de
     return {k: float(v) / ctx.world_size for k, v in zip(keys, tensor.tolist())}
 
 
+def sum_over_ranks(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of `tensor` over all ranks (a new tensor; the same shape on every rank)."""
+    if not ctx.enabled:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def gather_states(ctx: DistContext, state: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     """Every rank's RNG state (a uint8 tensor of the same size on each rank), in rank order."""
     if not ctx.enabled:

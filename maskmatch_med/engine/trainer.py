@@ -3,6 +3,7 @@ logging -> validation -> checkpoints. Methods only supply the step (method/steps
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import re
@@ -19,7 +20,7 @@ from maskmatch_med.config import Recipe
 from maskmatch_med.data.sampling import EpochSampler
 from maskmatch_med.data.splits import resolve_datalist_classes
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
-from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
+from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown, sum_over_ranks
 from maskmatch_med.engine.run_log import RunLog, validation_summary
 from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.training_data import TrainingData, build_training_data
@@ -178,6 +179,9 @@ class Trainer:
         if any(s % divisor for s in recipe.data.input_size):
             raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
         self.step = build_step(recipe.method, t.weak_aug, divisor, class_names=all_class_names(recipe))
+        if self.dist.enabled:
+            # Class-wise thresholds and alignment pool every rank's pseudo-labels, so the ranks agree.
+            self.step.reduce_sum = functools.partial(sum_over_ranks, self.dist)
         self._attach_data(self._build_data(divisor))
         if t.epochs is not None:  # recorded in recipe.yaml, so a resumed run recomputes the same budget
             t.iterations = t.epochs * iterations_per_epoch(self.data, t, self.dist.world_size)
@@ -299,7 +303,9 @@ class Trainer:
         teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             batch = Batch(images, labels, unlabeled, unlabeled_ignore, truth)
-            output = self.step(self.student, teacher, batch, self.generator, weight=weight)
+            # Only the iterations the run log keeps pay for the pseudo-label statistics.
+            logged = (iteration + 1) % t.log_every == 0 or iteration + 1 == t.iterations
+            output = self.step(self.student, teacher, batch, self.generator, weight=weight, log=logged)
         if not all_ranks(self.dist, bool(torch.isfinite(output.loss)), self.device):
             # Only the loss terms: a pl_* quality value is NaN whenever it is undefined for a batch.
             bad = [k for k, v in output.logs.items() if k.startswith("loss") and not math.isfinite(v)] or ["loss"]

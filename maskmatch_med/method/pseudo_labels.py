@@ -26,7 +26,7 @@ found. The tools here keep foreground in the pseudo-labels:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -39,44 +39,61 @@ class ClasswiseThreshold:
     ``update`` takes the teacher's labels and confidences; the EMA of each class's mean confidence starts
     at the first batch that contains the class (no arbitrary initial value), and a class never predicted
     keeps the full ``conf_thresh``. ``state_dict``/``load_state_dict`` carry it through checkpoints so a
-    resumed run continues exactly.
+    resumed run continues exactly. The running means live on the teacher's device and are updated
+    without a host sync; ``reduce_sum`` (DDP: the sum over ranks) pools every rank's batch first.
     """
 
-    def __init__(self, num_classes: int, momentum: float = 0.99):
+    def __init__(self, num_classes: int, momentum: float = 0.99, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.num_classes, self.momentum = int(num_classes), float(momentum)
+        self.num_classes, self.momentum, self.reduce_sum = int(num_classes), float(momentum), reduce_sum
         self.ema = torch.full((self.num_classes,), float("nan"))
 
     @torch.no_grad()
     def update(self, labels: torch.Tensor, confidence: torch.Tensor, include: torch.Tensor | None = None) -> None:
         """labels long (B, *spatial), confidence (B, *spatial); ``include`` bool excludes padding."""
-        labels, confidence = labels.flatten(), confidence.flatten().float()
-        if include is not None:
-            keep = include.flatten()
-            labels, confidence = labels[keep], confidence[keep]
-        k = self.num_classes
-        counts = torch.bincount(labels, minlength=k)[:k].float().cpu()
-        sums = torch.bincount(labels, weights=confidence, minlength=k)[:k].float().cpu()
-        seen = counts > 0
-        batch_mean = sums / counts.clamp_min(1)
-        fresh = seen & torch.isnan(self.ema)
-        self.ema[fresh] = batch_mean[fresh]
-        old = seen & ~fresh
-        self.ema[old] = self.momentum * self.ema[old] + (1 - self.momentum) * batch_mean[old]
+        counts, sums = class_sums(labels, confidence, self.num_classes, include, self.reduce_sum)
+        self.ema = ema_where_seen(self.ema.to(counts.device), sums / counts.clamp_min(1), counts > 0, self.momentum)
 
     def thresholds(self, conf_thresh: float) -> torch.Tensor:
         """(K,) thresholds: conf_thresh scaled by each class's confidence relative to the most confident."""
         return class_thresholds(self.ema, conf_thresh)
 
     def state_dict(self) -> dict:
-        return {"ema": self.ema.clone()}
+        return {"ema": self.ema.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         ema = torch.as_tensor(state["ema"], dtype=torch.float32)
         if ema.shape != (self.num_classes,):
             raise ValueError(f"classwise threshold state has {tuple(ema.shape)} classes, expected ({self.num_classes},)")
         self.ema = ema.clone()
+
+
+def class_sums(
+    labels: torch.Tensor, values: torch.Tensor, num_classes: int, include: torch.Tensor | None = None,
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) pixel counts and (K,) sums of ``values`` per label over the included pixels (float32, on the
+    labels' device), summed over ranks by ``reduce_sum`` when given."""
+    labels, values = labels.flatten(), values.flatten().float()
+    if include is not None:
+        weight = include.flatten().float()
+        counts = torch.bincount(labels, weights=weight, minlength=num_classes)[:num_classes]
+        sums = torch.bincount(labels, weights=values * weight, minlength=num_classes)[:num_classes]
+    else:
+        counts = torch.bincount(labels, minlength=num_classes)[:num_classes].float()
+        sums = torch.bincount(labels, weights=values, minlength=num_classes)[:num_classes]
+    stacked = torch.stack([counts.float(), sums.float()])
+    if reduce_sum is not None:
+        stacked = reduce_sum(stacked)
+    return stacked[0], stacked[1]
+
+
+def ema_where_seen(old: torch.Tensor, new: torch.Tensor, seen: torch.Tensor, momentum: float) -> torch.Tensor:
+    """Per-entry EMA update where ``seen``; an entry that is still NaN takes ``new`` as its first value.
+    Elementwise only (no boolean indexing), so it needs no host sync on a GPU."""
+    updated = torch.where(torch.isnan(old), new, momentum * old + (1 - momentum) * new)
+    return torch.where(seen, updated, old)
 
 
 class DistributionAlignment:
@@ -88,48 +105,47 @@ class DistributionAlignment:
     renormalises over classes (ReMixMatch, Berthelot et al. 2020; DARS, He et al. 2021 for segmentation).
     """
 
-    def __init__(self, num_classes: int, momentum: float = 0.99):
+    def __init__(self, num_classes: int, momentum: float = 0.99, reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.num_classes, self.momentum = int(num_classes), float(momentum)
+        self.num_classes, self.momentum, self.reduce_sum = int(num_classes), float(momentum), reduce_sum
         self.target = torch.full((self.num_classes,), float("nan"))
         self.predicted = torch.full((self.num_classes,), float("nan"))
 
-    def _ema(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        return new if bool(torch.isnan(old).any()) else self.momentum * old + (1 - self.momentum) * new
+    def _ema(self, old: torch.Tensor, total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """EMA of total / count (per class), skipped while count is 0; the first value starts it."""
+        if self.reduce_sum is not None:
+            pooled = self.reduce_sum(torch.cat([total.float(), count.float().reshape(1)]))
+            total, count = pooled[:-1], pooled[-1]
+        seen = (count > 0).expand_as(total)
+        return ema_where_seen(old.to(total.device), total / count.clamp_min(1), seen, self.momentum)
 
     @torch.no_grad()
     def update_target(self, labels: torch.Tensor) -> None:
         """Labeled ground truth (B, *spatial); 255 (ignored) does not count."""
-        known = labels[labels != 255].flatten()
-        if known.numel():
-            hist = torch.bincount(known, minlength=self.num_classes)[: self.num_classes].float().cpu()
-            self.target = self._ema(self.target, hist / hist.sum())
+        known = labels != 255
+        hist = torch.bincount(labels.masked_fill(~known, 0).flatten(), weights=known.flatten().float(), minlength=self.num_classes)
+        hist = hist[: self.num_classes]
+        self.target = self._ema(self.target, hist, hist.sum())
 
     @torch.no_grad()
     def align(self, probs: torch.Tensor, include: torch.Tensor | None = None, update: bool = True) -> torch.Tensor:
         """probs (B, K, *spatial) -> aligned probs; with ``update`` the predicted mean takes this batch in."""
         if update:
-            flat = probs.movedim(1, -1).reshape(-1, probs.shape[1])
-            if include is not None:
-                flat = flat[include.flatten()]
-            if flat.shape[0]:
-                self.predicted = self._ema(self.predicted, flat.float().mean(0).cpu())
-        ratio = self.ratio()
-        if ratio is None:
-            return probs
-        aligned = probs * ratio.to(probs.device, probs.dtype).view((1, -1) + (1,) * (probs.ndim - 2))
+            weight = torch.ones_like(probs[:, :1]) if include is None else include.unsqueeze(1).to(probs.dtype)
+            dims = [0, *range(2, probs.ndim)]
+            self.predicted = self._ema(self.predicted, (probs.float() * weight).sum(dims), weight.float().sum())
+        aligned = probs * self.ratio().to(probs.device, probs.dtype).view((1, -1) + (1,) * (probs.ndim - 2))
         return aligned / aligned.sum(dim=1, keepdim=True).clamp_min(torch.finfo(aligned.dtype).tiny)
 
-    def ratio(self) -> torch.Tensor | None:
-        """(K,) target / predicted, or None before both are known. Tiny means are floored so that a class
-        the teacher never predicts gets a large but finite boost."""
-        if bool(torch.isnan(self.target).any()) or bool(torch.isnan(self.predicted).any()):
-            return None
-        return self.target / self.predicted.clamp_min(1e-6)
+    def ratio(self) -> torch.Tensor:
+        """(K,) target / predicted; 1 for a class whose means are not both known yet. Tiny means are
+        floored so that a class the teacher never predicts gets a large but finite boost."""
+        ratio = self.target.to(self.predicted.device) / self.predicted.clamp_min(1e-6)
+        return torch.where(ratio.isnan(), torch.ones_like(ratio), ratio)
 
     def state_dict(self) -> dict:
-        return {"target": self.target.clone(), "predicted": self.predicted.clone()}
+        return {"target": self.target.cpu().clone(), "predicted": self.predicted.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("target", "predicted"):
@@ -142,10 +158,9 @@ class DistributionAlignment:
 def class_thresholds(class_confidence: torch.Tensor, conf_thresh: float) -> torch.Tensor:
     """``conf_thresh * c_k / max(c)`` per class; NaN entries (classes not seen yet) get ``conf_thresh``."""
     known = ~torch.isnan(class_confidence)
-    if not bool(known.any()):
-        return torch.full_like(class_confidence, float(conf_thresh))
-    top = class_confidence[known].max().clamp_min(torch.finfo(torch.float32).tiny)
-    scaled = float(conf_thresh) * class_confidence / top
+    # Elementwise (no boolean indexing): no host sync when the means live on a GPU.
+    top = torch.where(known, class_confidence, torch.full_like(class_confidence, -math.inf)).max()
+    scaled = float(conf_thresh) * class_confidence / top.clamp_min(torch.finfo(torch.float32).tiny)
     return torch.where(known, scaled, torch.full_like(scaled, float(conf_thresh)))
 
 

@@ -71,9 +71,13 @@ class TrainStep:
 
     A step is called with ``weight``, the schedule's factor on the unsupervised terms
     (method/schedules.py): 0 during the supervised warm-up, where a semi-supervised step trains on the
-    labeled batch alone. ``state_dict`` holds whatever the step learns over time (class-wise thresholds)
-    for checkpoints.
+    labeled batch alone, and with ``log``: whether the caller keeps this iteration's logs (the
+    pseudo-label statistics are computed only then). ``state_dict`` holds whatever the step learns over
+    time (class-wise thresholds) for checkpoints. Under DDP the trainer sets ``reduce_sum`` (a tensor ->
+    its sum over ranks) so that those running statistics are the same on every rank.
     """
+
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     semi_supervised = True
 
@@ -133,14 +137,14 @@ class TrainStep:
             logs = {"loss": loss.item(), "loss_x": loss.item()}
         return StepOutput(loss, logs)
 
-    def __call__(self, student: nn.Module, teacher: Teacher | None, batch: Batch, generator: torch.Generator, weight: float = 1.0) -> StepOutput:
+    def __call__(self, student: nn.Module, teacher: Teacher | None, batch: Batch, generator: torch.Generator, weight: float = 1.0, log: bool = True) -> StepOutput:
         raise NotImplementedError
 
 
 class SupervisedStep(TrainStep):
     semi_supervised = False
 
-    def __call__(self, student, teacher, batch, generator, weight=1.0):
+    def __call__(self, student, teacher, batch, generator, weight=1.0, log=True):
         return self.supervised_only(student, batch, generator)
 
 
@@ -172,11 +176,11 @@ class ConsistencyStep(TrainStep):
     def _running_stats(self, num_classes: int) -> None:
         pl, pending = self.method.pseudo_label, self._pending_state
         if pl.threshold == "classwise" and self.thresholds is None:
-            self.thresholds = ClasswiseThreshold(num_classes, pl.class_momentum)
+            self.thresholds = ClasswiseThreshold(num_classes, pl.class_momentum, reduce_sum=self.reduce_sum)
             if "classwise_threshold" in pending:
                 self.thresholds.load_state_dict(pending["classwise_threshold"])
         if pl.align == "labeled" and self.alignment is None:
-            self.alignment = DistributionAlignment(num_classes, pl.class_momentum)
+            self.alignment = DistributionAlignment(num_classes, pl.class_momentum, reduce_sum=self.reduce_sum)
             if "distribution_alignment" in pending:
                 self.alignment.load_state_dict(pending["distribution_alignment"])
 
@@ -259,9 +263,10 @@ class ConsistencyStep(TrainStep):
         keep = patch_keep_mask(view.shape[0], view.shape[2:], m.mask.patch_size, m.mask.ratio, generator=generator, device=view.device)
         return apply_patch_mask(view, keep, m.mask.fill), targets, weights
 
-    def weak_views(self, teacher, batch, generator):
+    def weak_views(self, teacher, batch, generator, log=True):
         """Weakly augmented labeled and unlabeled batches, the teacher's pseudo-labels for the latter, and
-        the pseudo-label log values (against ground truth where the batch carries it)."""
+        the pseudo-label log values (against ground truth where the batch carries it); none unless ``log``:
+        they cost a device sync per value and the trainer keeps only every ``train.log_every``-th step's."""
         with self.timer.section("augment"):
             labeled, labels = self.weak(batch.labeled_images, batch.labels, generator)
             ignore, truth = batch.unlabeled_ignore, batch.unlabeled_truth
@@ -272,7 +277,7 @@ class ConsistencyStep(TrainStep):
             truth = carried if (ignore is None and truth is not None) else None
         with self.timer.section("teacher"):
             pl = self.pseudo_label(teacher, weak_u, include, labels)
-            logs = self.pseudo_label_logs(pl, truth)
+            logs = self.pseudo_label_logs(pl, truth) if log else {}
         return labeled, labels, weak_u, pl, logs
 
     def pseudo_label_logs(self, pl: PseudoLabels, truth: torch.Tensor | None) -> dict[str, float]:
@@ -282,15 +287,15 @@ class ConsistencyStep(TrainStep):
         if self.method.pseudo_label.threshold == "classwise":
             logs.update({f"pl_thresh_{name}": value for name, value in zip(names, self.class_threshold_values(k).tolist())})
         if self.method.pseudo_label.align == "labeled":
-            ratio = self.alignment.ratio() if self.alignment is not None else None
-            logs.update({f"pl_align_{name}": (1.0 if ratio is None else value) for name, value in zip(names, (ratio if ratio is not None else torch.ones(k)).tolist())})
+            ratio = self.alignment.ratio() if self.alignment is not None else torch.ones(k)
+            logs.update({f"pl_align_{name}": value for name, value in zip(names, ratio.tolist())})
         return logs
 
-    def __call__(self, student, teacher, batch, generator, weight=1.0):
+    def __call__(self, student, teacher, batch, generator, weight=1.0, log=True):
         if weight <= 0:
             return self.supervised_only(student, batch, generator)
         m, timer = self.method, self.timer
-        labeled, labels, weak_u, pl, pl_logs = self.weak_views(teacher, batch, generator)
+        labeled, labels, weak_u, pl, pl_logs = self.weak_views(teacher, batch, generator, log)
         with timer.section("augment"):
             strong_u, strong_targets, strong_weights = self.strong_view(weak_u, pl, generator, labeled, labels)
             labeled_in, labels_in, outward = self.labeled_view(labeled, labels, weak_u, pl, generator)
@@ -334,11 +339,11 @@ class UniMatchStep(ConsistencyStep):
 
     WEIGHTS = {"loss_x": 1.0, "loss_s1": 0.25, "loss_s2": 0.25, "loss_fp": 0.5, "loss_bcp_out": 0.5}
 
-    def __call__(self, student, teacher, batch, generator, weight=1.0):
+    def __call__(self, student, teacher, batch, generator, weight=1.0, log=True):
         if weight <= 0:
             return self.supervised_only(student, batch, generator)
         m, timer = self.method, self.timer
-        labeled, labels, weak_u, pl, pl_logs = self.weak_views(teacher, batch, generator)
+        labeled, labels, weak_u, pl, pl_logs = self.weak_views(teacher, batch, generator, log)
         with timer.section("augment"):
             strong1, targets1, weights1 = self.strong_view(weak_u, pl, generator, labeled, labels)
             strong2, targets2, weights2 = self.strong_view(weak_u, pl, generator, labeled, labels)
