@@ -49,12 +49,12 @@ from maskmatch_med.config import load_recipe
 from maskmatch_med.data.preprocess import normalise_intensity
 from maskmatch_med.data.slices import SliceSet
 from maskmatch_med.engine.inference import predict_files, predict_volume_labels
-from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.trainer import Trainer, shared_teacher
 from maskmatch_med.engine.training_data import TrainingData
 from maskmatch_med.method.ensemble import scaled_size
 from maskmatch_med.method.steps import UniMatchStep
 from maskmatch_med.models import build_model, size_divisor
+from maskmatch_med.timing import PhaseTimer
 
 METHODS = ("supervised", "fixmatch", "unimatch", "maskmatch")
 PHASES = ("data", "augment", "teacher", "student", "optimizer", "other")

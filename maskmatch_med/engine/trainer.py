@@ -21,7 +21,6 @@ from maskmatch_med.data.splits import resolve_datalist_classes
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
 from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
 from maskmatch_med.engine.run_log import RunLog, validation_summary
-from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.training_data import TrainingData, build_training_data
 from maskmatch_med.engine.writers import check_output_directory, write_text_atomic
 from maskmatch_med.errors import TrainingInterrupted, UserError
@@ -29,6 +28,7 @@ from maskmatch_med.method.ema import ema_update, make_teacher
 from maskmatch_med.method.schedules import unsupervised_weight
 from maskmatch_med.method.steps import Batch, build_step
 from maskmatch_med.models import build_model, size_divisor
+from maskmatch_med.timing import PhaseTimer
 
 CHECKPOINT_DIR = "checkpoints"
 
