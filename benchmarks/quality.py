@@ -35,9 +35,9 @@ from common import REPO, RESULTS, machine, save
 from maskmatch_med.config import load_recipe
 from maskmatch_med.data.domains import domain_table
 from maskmatch_med.data.splits import resolve_splits
-from maskmatch_med.engine.evaluate import evaluate_folders
 from maskmatch_med.engine.predictor import run_prediction
 from maskmatch_med.engine.trainer import Trainer
+from maskmatch_med.evaluation.evaluate import evaluate_folders
 
 DATA = REPO / "benchmarks" / ".cache" / "phantom40"
 RUNS = RESULTS / "quality_runs"

@@ -248,7 +248,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Dice, Jaccard, HD95 and ASD (mm and voxels) per case and class."""
-    from maskmatch_med.engine.evaluate import evaluate_folders, format_summary_table
+    from maskmatch_med.evaluation.evaluate import evaluate_folders, format_summary_table
 
     names = [n.strip() for n in class_names.split(",")] if class_names else None
     domain_map = None
@@ -263,7 +263,7 @@ def evaluate(
     ))
     typer.echo(format_summary_table(report))
     if report.by_domain:
-        from maskmatch_med.engine.evaluate import format_domain_table
+        from maskmatch_med.evaluation.evaluate import format_domain_table
 
         typer.echo("\n" + format_domain_table(report))
     if output:
@@ -283,7 +283,7 @@ def compare(
     output: Annotated[Optional[Path], typer.Option("--output", metavar="FILE", help="Also write the comparison as CSV.")] = None,
 ) -> None:
     """Evaluate reports side by side: Dice per class, mean Dice, HD95 and ASD, and the first minus the others."""
-    from maskmatch_med.engine.compare import format_comparison_table, load_reports, write_comparison_csv
+    from maskmatch_med.evaluation.compare import format_comparison_table, load_reports, write_comparison_csv
 
     loaded = load_reports(reports)
     if output:

@@ -18,8 +18,8 @@ from maskmatch_med.data.checks import check_splits, require_clean
 from maskmatch_med.data.mnms import mnms_cases
 from maskmatch_med.data.phantom import write_acdc_phantom
 from maskmatch_med.data.splits import resolve_splits
-from maskmatch_med.engine.evaluate import evaluate_folders, format_domain_table
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.evaluate import evaluate_folders, format_domain_table
 
 REPO = Path(__file__).resolve().parents[1]
 

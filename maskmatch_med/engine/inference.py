@@ -25,9 +25,9 @@ from maskmatch_med.data.preprocess import (
     slices_to_volume,
     volume_to_slices,
 )
-from maskmatch_med.engine.postprocess import keep_largest_component
 from maskmatch_med.engine.writers import write_json_atomic, write_label_like, write_overlay_montage
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.postprocess import keep_largest_component
 from maskmatch_med.method.ensemble import multiscale_probabilities
 
 

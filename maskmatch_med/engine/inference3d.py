@@ -27,9 +27,9 @@ from maskmatch_med.engine.inference import (
     Predictions, _label_names, _logits_of, labels_from_probabilities, legend_names, pending_inputs, plan_outputs,
     require_readable, with_progress,
 )
-from maskmatch_med.engine.postprocess import keep_largest_component
 from maskmatch_med.engine.writers import atomic_path, write_json_atomic, write_label_like, write_overlay_montage
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.postprocess import keep_largest_component
 from maskmatch_med.method.ensemble import multiscale_probabilities
 
 Scale3 = tuple[float, float, float]

@@ -9,8 +9,8 @@ from maskmatch_med.config import Recipe
 from maskmatch_med.data.checks import LoadedCase
 from maskmatch_med.data.preprocess import slice_axis_of
 from maskmatch_med.engine.inference import predict_volume_labels
-from maskmatch_med.engine.metrics import dice_per_class
 from maskmatch_med.engine.writers import overlay_rgb
+from maskmatch_med.evaluation.metrics import dice_per_class
 
 
 def mean_dice_metrics(per_case: list[np.ndarray], class_names: list[str]) -> dict[str, float]:

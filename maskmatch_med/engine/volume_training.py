@@ -13,11 +13,11 @@ from maskmatch_med.data.preprocess import slice_axis_of
 from maskmatch_med.data.splits import resolve_splits
 from maskmatch_med.engine.inference import labels_from_probabilities
 from maskmatch_med.engine.inference3d import axis_scales, predict_volume_3d
-from maskmatch_med.engine.metrics import dice_per_class
 from maskmatch_med.engine.training_data import TrainingData
 from maskmatch_med.engine.validation import mean_dice_metrics
 from maskmatch_med.engine.writers import overlay_rgb
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.metrics import dice_per_class
 from maskmatch_med.models3d import axis_divisors
 
 
