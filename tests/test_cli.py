@@ -26,10 +26,11 @@ def trained_run(tmp_path_factory, phantom_root, tiny_manifest):
     """One tiny MaskMatch run shared by the predict/evaluate tests."""
     from maskmatch_med.config import load_recipe
     from maskmatch_med.engine.trainer import train
+    from maskmatch_med.scenarios.registry import SLICES
 
     work = tmp_path_factory.mktemp("run")
     recipe = tiny_recipe(work / "recipe.yaml", phantom_root, tiny_manifest, work / "out")
-    train(load_recipe(recipe), progress=False)
+    train(load_recipe(recipe), SLICES, progress=False)
     return work / "out"
 
 

@@ -167,7 +167,7 @@ def test_shipped_da_recipes_parse():
 def test_validator_reports_each_side_and_domain_and_selects_on_target(monkeypatch):
     from maskmatch_med.data.cases import Case
     from maskmatch_med.data.checks import LoadedCase
-    from maskmatch_med.engine.validation import DomainSliceVolumeValidator
+    from maskmatch_med.scenarios.slices.validation import DomainSliceVolumeValidator
 
     recipe = Recipe.model_validate({"data": {"root": "x"}})
     domains = ["source", "A", "B", "B"]

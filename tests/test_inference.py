@@ -14,13 +14,9 @@ from torch import nn
 
 from maskmatch_med.data.nifti import load_label, load_volume
 from maskmatch_med.data.preprocess import slice_axis_of
-from maskmatch_med.engine.inference import (
-    collect_inputs,
-    predict_files,
-    predict_volume_labels,
-    predict_volume_probabilities,
-)
 from maskmatch_med.errors import UserError
+from maskmatch_med.scenarios.medical import collect_inputs
+from maskmatch_med.scenarios.slices.inference import predict_files, predict_volume_labels, predict_volume_probabilities
 
 INPUT_SIZE = (64, 64)
 
@@ -187,7 +183,7 @@ def test_multi_scale_shapes_and_probabilities():
     shape = (45, 38, 6)
     vol = phantom(shape, (slice(5, 20), slice(10, 30), slice(2, 4)))
     model = Recorder(bright_model(num_classes=4))
-    probs = predict_volume_probabilities(model, vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales=(0.75, 1.0, 1.25))
+    probs, _ = predict_volume_probabilities(model, vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales=(0.75, 1.0, 1.25))
     assert probs.shape == (4, *shape)
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(dim=0), torch.ones(shape), atol=1e-5, rtol=0)

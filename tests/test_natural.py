@@ -269,7 +269,7 @@ def test_head_lr_multiplier_and_perturbation_taps(r50):
 
 
 def test_miou_hand_worked():
-    from maskmatch_med.engine.validation_natural import confusion_matrix, miou_metrics
+    from maskmatch_med.scenarios.photos.validation import confusion_matrix, miou_metrics
 
     target = np.array([[0, 0, 1, 1], [0, 0, 1, 255], [2, 2, 2, 255]])
     pred = np.array([[0, 1, 1, 1], [0, 0, 2, 2], [2, 2, 0, 0]])
@@ -303,7 +303,7 @@ def test_ohem_keeps_hard_pixels():
 
 
 def test_colour_augment_on_normalised_rgb():
-    from maskmatch_med.data.natural_batches import denormalise, normalise
+    from maskmatch_med.scenarios.photos.data import denormalise, normalise
     from maskmatch_med.method.augment import colour_augment
 
     images = normalise(torch.randint(0, 256, (4, 3, 16, 16)).float())
@@ -320,7 +320,7 @@ def test_colour_augment_on_normalised_rgb():
 def test_batches_crop_pad_with_ignore(voc, voc_splits):
     from maskmatch_med.data.natural import resolve_natural_splits as splits_of
     from maskmatch_med.config import load_recipe
-    from maskmatch_med.data.natural_batches import NaturalImageSource
+    from maskmatch_med.scenarios.photos.data import NaturalImageSource
 
     recipe = load_recipe(Path("recipes/voc.yaml"), [f"data.root={voc}", f"data.splits={voc_splits}"])
     samples = splits_of(recipe.data)["labeled"]

@@ -21,7 +21,7 @@ from maskmatch_med.data.splits import resolve_datalist_classes
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
 from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown
 from maskmatch_med.engine.run_log import RunLog, validation_summary
-from maskmatch_med.engine.training_data import TrainingData, build_training_data
+from maskmatch_med.engine.training_data import TrainingData, TrainingDataBuilder
 from maskmatch_med.engine.writers import check_output_directory, write_text_atomic
 from maskmatch_med.errors import TrainingInterrupted, UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
@@ -144,11 +144,14 @@ def warmup_note(recipe: Recipe, semi_supervised: bool) -> str | None:
 class Trainer:
     """One run: set-up (data, model, optimizer, optional resume), then `run()` iterates.
 
+    `data` builds what the run trains and validates on: the recipe's scenario
+    (scenarios.registry.scenario_for), or synthetic data in the benchmarks.
+
     Under torchrun every rank builds the same Trainer; the student is wrapped in DDP, each rank draws
     its own share of every epoch, and only rank 0 validates, logs and writes files.
     """
 
-    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True):
+    def __init__(self, recipe: Recipe, data: TrainingDataBuilder, resume: bool = False, progress: bool = True):
         recipe, notes = resolve_datalist_classes(recipe)  # before anything sized by num_classes; recipe.yaml records the result
         self.recipe, t = recipe, recipe.train
         self.run_dir = Path(recipe.output_dir)
@@ -178,7 +181,7 @@ class Trainer:
         if any(s % divisor for s in recipe.data.input_size):
             raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
         self.step = build_step(recipe.method, t.weak_aug, divisor, class_names=all_class_names(recipe))
-        self._attach_data(self._build_data(divisor))
+        self._attach_data(data.training_data(recipe, self.step.semi_supervised, self.device, divisor))
         if t.epochs is not None:  # recorded in recipe.yaml, so a resumed run recomputes the same budget
             t.iterations = t.epochs * iterations_per_epoch(self.data, t, self.dist.world_size)
 
@@ -212,10 +215,6 @@ class Trainer:
     @timer.setter
     def timer(self, timer: PhaseTimer) -> None:
         self.step.timer = timer
-
-    def _build_data(self, divisor: int) -> TrainingData:
-        """The data this run trains and validates on; benchmarks swap in synthetic data here."""
-        return build_training_data(self.recipe, self.step.semi_supervised, self.device, divisor)
 
     def _attach_data(self, data: TrainingData) -> None:
         t, rank, world = self.recipe.train, self.dist.rank, self.dist.world_size
@@ -414,5 +413,5 @@ class Trainer:
         bar.write(f"iteration {done}: validation {validation_summary(metrics)}; best {score_key} {self.best_score:.3f} @ {self.best_iteration}")
 
 
-def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:
-    return Trainer(recipe, resume=resume, progress=progress).run()
+def train(recipe: Recipe, data: TrainingDataBuilder, resume: bool = False, progress: bool = True) -> TrainResult:
+    return Trainer(recipe, data, resume=resume, progress=progress).run()
