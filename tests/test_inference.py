@@ -193,6 +193,22 @@ def test_multi_scale_shapes_and_probabilities():
     assert labels.shape == shape and labels[8:17, 13:27, 2:4].min() == 1 and labels[:, :, [0, 1, 4, 5]].max() == 0
 
 
+
+def test_scale_disagreement_of_a_2d_network():
+    """--uncertainty for 2D checkpoints: the scales' disagreement on the volume's grid, 0 for one scale;
+    asking for it leaves the probabilities as they are."""
+    shape = (45, 38, 6)
+    vol = phantom(shape, (slice(5, 20), slice(10, 30), slice(2, 4)))
+    scales = (0.75, 1.0, 1.25)
+    probs, spread = predict_volume_probabilities(bright_model(4), vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales, uncertainty=True)
+    plain, none = predict_volume_probabilities(bright_model(4), vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales)
+    assert none is None and torch.equal(probs, plain)
+    assert spread.shape == shape and spread.dtype == torch.float32
+    assert spread.min() >= 0 and spread.max() <= 1 and spread.max() > 0
+    assert spread[:, :, [0, 1, 4, 5]].max() < spread[:, :, 2:4].max()  # the scales disagree at the structure's edges
+    _, single = predict_volume_probabilities(bright_model(4), vol, (1.4, 1.4, 8.0), INPUT_SIZE, (1.0,), uncertainty=True)
+    assert torch.count_nonzero(single) == 0
+
 def _tiny_inputs(directory, names=("case_a.nii.gz", "case_b.nii")):
     directory.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -220,9 +220,13 @@ def run3d(tmp_path_factory, phantom_root, tiny_manifest):
 
 
 def test_3d_train_predict_evaluate(run3d, phantom_root, run_cli, tmp_path):
+    from maskmatch_med.scenarios.base import TrainedModel
+    from maskmatch_med.scenarios.registry import VOLUMES, scenario_for
+
     run_dir, result = run3d
     payload = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert payload["spatial_dims"] == 3 and 0.0 <= result.best_score <= 1.0
+    assert scenario_for(TrainedModel.load(run_dir / "checkpoints" / "best.pt", torch.device("cpu")).recipe) is VOLUMES
     assert "dice_mean" in (run_dir / "val_log.csv").read_text()
     patient = phantom_root / "patient001"
     code, out, err = run_cli("predict", "--checkpoint", run_dir / "checkpoints" / "best.pt", "--input", patient,
