@@ -163,7 +163,7 @@ class Trainer:
             raise UserError(f"output_dir: {self.run_dir} already holds a run; pass --resume to continue it or choose another --output")
         check_output_directory(self.run_dir, "output_dir (--output)")
 
-        self.resumed = resume
+        self.resumed, self.data_builder = resume, data
         device = resolve_device(t.device)
         self.dist = init_distributed(device.type)
         self.device = torch.device(f"cuda:{self.dist.local_rank}") if device.type == "cuda" and self.dist.enabled else device
@@ -181,7 +181,7 @@ class Trainer:
         if any(s % divisor for s in recipe.data.input_size):
             raise UserError(f"data.input_size: {tuple(recipe.data.input_size)} must be a multiple of {divisor} for model.strides")
         self.step = build_step(recipe.method, t.weak_aug, divisor, class_names=all_class_names(recipe))
-        self._attach_data(data.training_data(recipe, self.step.semi_supervised, self.device, divisor))
+        self._attach_data(self._build_data(divisor))
         if t.epochs is not None:  # recorded in recipe.yaml, so a resumed run recomputes the same budget
             t.iterations = t.epochs * iterations_per_epoch(self.data, t, self.dist.world_size)
 
@@ -215,6 +215,10 @@ class Trainer:
     @timer.setter
     def timer(self, timer: PhaseTimer) -> None:
         self.step.timer = timer
+
+    def _build_data(self, divisor: int) -> TrainingData:
+        """The data this run trains and validates on, from the builder it was handed."""
+        return self.data_builder.training_data(self.recipe, self.step.semi_supervised, self.device, divisor)
 
     def _attach_data(self, data: TrainingData) -> None:
         t, rank, world = self.recipe.train, self.dist.rank, self.dist.world_size
