@@ -19,6 +19,7 @@ from common import REPO, ensure_demo_data, save
 
 from maskmatch_med.config import load_recipe
 from maskmatch_med.engine.trainer import Trainer
+from maskmatch_med.scenarios.registry import scenario_for
 
 
 def rss_mib() -> float:
@@ -49,7 +50,7 @@ def main() -> None:
             f"data.root={root}", f"data.manifest={REPO / 'data_manifests' / 'demo'}", f"method.name={args.method}",
             f"train.iterations={args.iterations}", "train.val_every=200", "train.log_every=10", f"output_dir={work}/run",
         ])
-        trainer = Trainer(recipe, progress=False)
+        trainer = Trainer(recipe, scenario_for(recipe), progress=False)
         samples: list[tuple[int, float]] = [(0, rss_mib())]
         thread = threading.Thread(target=trainer.run)
         thread.start()

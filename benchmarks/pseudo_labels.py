@@ -23,14 +23,13 @@ from common import save
 
 from maskmatch_med.config import load_recipe
 from maskmatch_med.data.checks import check_splits
-from maskmatch_med.data.slices import build_slice_set
 from maskmatch_med.data.splits import resolve_splits
 from maskmatch_med.engine.checkpoint import load_checkpoint
 from maskmatch_med.engine.trainer import all_class_names
-from maskmatch_med.engine.training_data import audit_labels
 from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
 from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, confident, pseudo_label_stats, vote_valid
 from maskmatch_med.models import build_model, size_divisor
+from maskmatch_med.scenarios.slices.data import audit_labels, build_slice_set
 
 RULES = [
     ("scale 1.0, threshold", [1.0], "mean"),

@@ -35,9 +35,9 @@ from common import REPO, RESULTS, machine, save
 from maskmatch_med.config import load_recipe
 from maskmatch_med.data.domains import domain_table
 from maskmatch_med.data.splits import resolve_splits
-from maskmatch_med.engine.evaluate import evaluate_folders
-from maskmatch_med.engine.predictor import run_prediction
 from maskmatch_med.engine.trainer import Trainer
+from maskmatch_med.evaluation.evaluate import evaluate_folders
+from maskmatch_med.scenarios.registry import run_prediction, scenario_for
 
 DATA = REPO / "benchmarks" / ".cache" / "phantom40"
 RUNS = RESULTS / "quality_runs"
@@ -178,7 +178,7 @@ def run_one_da(row: Row, seed: int, iterations: int, sources: list[str]) -> dict
             f"train.val_every={max(1, iterations // 6)}", f"train.seed={seed}", f"output_dir={work}/run", *row.overrides,
         ]
         recipe = load_recipe(REPO / "recipes" / "da_demo.yaml", overrides)
-        result = Trainer(recipe, progress=False).run()
+        result = Trainer(recipe, scenario_for(recipe), progress=False).run()
         splits = resolve_splits(recipe.data)
         patients = sorted({c.image.parent for c in splits.test})
         run_prediction(result.best_checkpoint, patients, Path(work) / "pred", scales=(1.0,), device="auto")
@@ -210,7 +210,7 @@ def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) ->
             f"output_dir={work}/run", *row.overrides,
         ]
         recipe = load_recipe(REPO / "recipes" / "demo.yaml", overrides)
-        result = Trainer(recipe, progress=False).run()
+        result = Trainer(recipe, scenario_for(recipe), progress=False).run()
         inputs = [data / f"patient{i:03d}" for i in TEST]
         run_prediction(result.best_checkpoint, inputs, Path(work) / "pred", scales=(1.0,), device="auto")
         report = evaluate_folders(Path(work) / "pred", data, class_names=list(recipe.data.class_names))

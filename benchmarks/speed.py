@@ -1,8 +1,8 @@
 """Where a training step's time goes, per method, against the network floor; and inference speed.
 
 Training: the real `Trainer._train_step` and method steps, with their phase timer enabled
-(maskmatch_med/engine/timing.py), on in-memory random slices of the recipe's shapes (no dataset is
-read: a subclass of the Trainer replaces `_build_data`). Phases:
+(maskmatch_med/timing.py), on in-memory random slices of the recipe's shapes (no dataset is read:
+the Trainer is handed synthetic TrainingData in place of the recipe's scenario). Phases:
 
     data       index draw + batch gather (the data wait)
     augment    weak and strong augmentation, CutMix, patch masking
@@ -47,14 +47,14 @@ from common import REPO, save
 import monai
 from maskmatch_med.config import load_recipe
 from maskmatch_med.data.preprocess import normalise_intensity
-from maskmatch_med.data.slices import SliceSet
-from maskmatch_med.engine.inference import predict_files, predict_volume_labels
-from maskmatch_med.engine.timing import PhaseTimer
 from maskmatch_med.engine.trainer import Trainer, shared_teacher
 from maskmatch_med.engine.training_data import TrainingData
 from maskmatch_med.method.ensemble import scaled_size
 from maskmatch_med.method.steps import UniMatchStep
 from maskmatch_med.models import build_model, size_divisor
+from maskmatch_med.scenarios.slices.data import SliceSet
+from maskmatch_med.scenarios.slices.inference import predict_files, predict_volume_labels
+from maskmatch_med.timing import PhaseTimer
 
 METHODS = ("supervised", "fixmatch", "unimatch", "maskmatch")
 PHASES = ("data", "augment", "teacher", "student", "optimizer", "other")
@@ -83,24 +83,23 @@ def median(values) -> float:
 # ------------------------------------------------------------------------------------------ training
 
 
-class SyntheticTrainer(Trainer):
-    """The real Trainer (model, optimizer, EMA teacher, method step), with random in-memory slices of
-    the recipe's input size in place of a dataset. Validation is never run."""
+class SyntheticSlices:
+    """For the real Trainer (model, optimizer, EMA teacher, method step): random in-memory slices of the
+    recipe's input size in place of a dataset. Validation is never run."""
 
     slices = (64, 128)  # labeled, unlabeled
 
-    def _build_data(self, divisor: int) -> TrainingData:
-        recipe, t = self.recipe, self.recipe.train
+    def training_data(self, recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
         size, classes = tuple(recipe.data.input_size), recipe.data.num_classes
-        generator = torch.Generator().manual_seed(t.seed)
+        generator = torch.Generator().manual_seed(recipe.train.seed)
         n_l, n_u = self.slices
         labeled = SliceSet(
             torch.randn(n_l, 1, *size, generator=generator),
             torch.randint(0, classes, (n_l, *size), generator=generator).to(torch.uint8),
-        ).to(self.device)
+        ).to(device)
         unlabeled = None
-        if self.step.semi_supervised:
-            unlabeled = SliceSet(torch.randn(n_u, 1, *size, generator=generator), None).to(self.device)
+        if semi_supervised:
+            unlabeled = SliceSet(torch.randn(n_u, 1, *size, generator=generator), None).to(device)
         return TrainingData(labeled, unlabeled, validator=None, spatial_dims=2, in_channels=1, unit="slices")
 
 
@@ -173,7 +172,7 @@ def bench_training(name: str, steps: int, warmup: int, methods: list[str], devic
         # No warm-up: the steps measured are the method's own, not the supervised warm-up's.
         recipe = load_recipe(path, [f"method.name={method}", f"train.device={device}", f"output_dir={work / name / method}",
                                     "method.warmup_iterations=0", "method.rampup_iterations=0"])
-        trainer = SyntheticTrainer(recipe, progress=False)
+        trainer = Trainer(recipe, SyntheticSlices(), progress=False)
         trainer.timer = PhaseTimer(enabled=True, device=trainer.device)
         trainer.model.train()
         trainers[method], floors[method] = trainer, NetworkFloor(trainer)

@@ -1,7 +1,7 @@
 """3D volumes: training step time and peak memory per method, and inference time per volume.
 
 Training: the real `Trainer._train_step` (method step, optimizer, EMA) of recipes/acdc3d.yaml's
-network on random in-memory volumes cropped by the real patch source (data.patches), at patch
+network on random in-memory volumes cropped by the real patch source (scenarios/volumes/data.py), at patch
 96 x 96 x 16 (ACDC-like: anisotropic strides, in-plane ensemble scales, (16, 16, 2) mask patches) and
 96 x 96 x 96 (CT-like: isotropic strides and scales, (16, 16, 16) mask patches), batch 2 labeled + 2
 unlabeled. Each (patch, method) runs in its own process so its peak memory is its own: on CUDA
@@ -33,11 +33,11 @@ import torch
 from common import REPO, save
 
 from maskmatch_med.config import load_recipe
-from maskmatch_med.data.patches import PatchSource
-from maskmatch_med.engine.inference3d import axis_scales, predict_volume_3d
 from maskmatch_med.engine.trainer import Trainer
 from maskmatch_med.engine.training_data import TrainingData
 from maskmatch_med.models import build_model
+from maskmatch_med.scenarios.volumes.data import PatchSource
+from maskmatch_med.scenarios.volumes.inference import axis_scales, predict_volume_3d
 
 METHODS = ("supervised", "fixmatch", "maskmatch")
 PATCHES = {
@@ -61,17 +61,19 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-class SyntheticVolumeTrainer(Trainer):
-    """The real Trainer on random volumes (one per sample) cropped by the real PatchSource."""
+class SyntheticVolumes:
+    """For the real Trainer: random volumes of `shape` (one per sample) cropped by the real PatchSource."""
 
-    def _build_data(self, divisor: int) -> TrainingData:
-        recipe = self.recipe
-        shape = self.volume_shape
+    def __init__(self, shape: tuple[int, int, int]):
+        self.shape = shape
+
+    def training_data(self, recipe, semi_supervised: bool, device: torch.device, size_divisor: int) -> TrainingData:
+        shape = self.shape
         generator = torch.Generator().manual_seed(0)
-        images = [torch.randn(1, *shape, generator=generator).to(self.device) for _ in range(4)]
-        labels = [torch.randint(0, recipe.data.num_classes, shape, generator=generator).to(torch.uint8).to(self.device) for _ in range(4)]
+        images = [torch.randn(1, *shape, generator=generator).to(device) for _ in range(4)]
+        labels = [torch.randint(0, recipe.data.num_classes, shape, generator=generator).to(torch.uint8).to(device) for _ in range(4)]
         labeled = PatchSource(images, labels, recipe.volume.patch_size, recipe.volume.pos, recipe.volume.neg)
-        unlabeled = PatchSource(images, None, recipe.volume.patch_size) if self.step.semi_supervised else None
+        unlabeled = PatchSource(images, None, recipe.volume.patch_size) if semi_supervised else None
         return TrainingData(labeled, unlabeled, validator=None, spatial_dims=3, in_channels=1, unit="volumes")
 
 
@@ -81,8 +83,7 @@ def train_worker(patch_name: str, method: str, steps: int, warmup: int, channels
     recipe = load_recipe(REPO / "recipes" / "acdc3d.yaml", overrides(patch_name, channels_div) + [
         f"method.name={method}", "method.warmup_iterations=0", "method.rampup_iterations=0"])
     recipe.output_dir = REPO / "benchmarks" / ".cache" / "speed3d_unused"
-    SyntheticVolumeTrainer.volume_shape = tuple(PATCHES[patch_name]["volume"])
-    trainer = SyntheticVolumeTrainer(recipe, progress=False)
+    trainer = Trainer(recipe, SyntheticVolumes(tuple(PATCHES[patch_name]["volume"])), progress=False)
     device = trainer.device
     cuda = device.type == "cuda"
     times, cpu_times = [], []

@@ -110,14 +110,16 @@ def train(
     """Train a model from a recipe (checks every data file first)."""
     from maskmatch_med.config import load_recipe
     from maskmatch_med.engine.trainer import train as run_training
+    from maskmatch_med.scenarios.registry import scenario_for
 
     overrides = list(set_ or []) + ([f"output_dir={output}"] if output else [])
     if recipe.is_dir():  # a run directory: its saved recipe, and the directory itself as output_dir
         if not (recipe / "recipe.yaml").is_file():
             raise UserError(f"{recipe}: a directory without recipe.yaml is not a run directory")
         recipe, overrides = recipe / "recipe.yaml", [f"output_dir={recipe}", *overrides]
+    config = load_recipe(recipe, overrides)
     try:
-        result = run_training(load_recipe(recipe, overrides), resume=resume, progress=_show_progress(progress))
+        result = run_training(config, scenario_for(config), resume=resume, progress=_show_progress(progress))
     except TrainingInterrupted as interruption:  # typer would turn it into a silent exit 130
         typer.echo(str(interruption), err=True)
         raise typer.Exit(130) from None
@@ -149,35 +151,10 @@ def check_data(
 ) -> None:
     """Validate every file a recipe will read; one line per problem."""
     from maskmatch_med.config import load_recipe
-    from maskmatch_med.data.checks import check_splits, require_clean
-    from maskmatch_med.data.splits import resolve_datalist_classes, resolve_splits
+    from maskmatch_med.scenarios.registry import scenario_for
 
     config = load_recipe(recipe, list(set_ or []))
-    if config.data.layout in ("voc", "cityscapes"):
-        from maskmatch_med.data.natural import check_natural_recipe
-
-        typer.echo(check_natural_recipe(config))
-        return
-    semi_supervised = config.method.name != "supervised"
-    if config.model.spatial_dims == 3:  # the same recipe checks `train` runs before reading any volume
-        from maskmatch_med.engine.volume_training import check_volume_recipe
-
-        check_volume_recipe(config)
-    config, notes = resolve_datalist_classes(config)  # as train resolves them
-    for note in notes:
-        typer.echo(f"note: {note}")
-    splits = resolve_splits(config.data, semi_supervised)
-    loaded, problems = check_splits(splits, config.data.num_classes, semi_supervised=semi_supervised)
-    for name, cases in splits.items():
-        typer.echo(f"{name:>10}: {len(cases)} case{'s' if len(cases) != 1 else ''}")
-    if config.data.val_count:
-        held = ", ".join(c.case_id for c in splits.validation)
-        typer.echo(f"validation held out of 'training' (data.val_count={config.data.val_count}, data.val_seed={config.data.val_seed}): {held}")
-    for domain, role in splits.domain_roles.items():  # domain adaptation: what each domain contributes
-        counts = ", ".join(f"{sum(c.domain == domain for c in cases)} {name}" for name, cases in splits.items())
-        typer.echo(f"domain {domain} ({role}): {counts}")
-    require_clean(problems)
-    typer.echo(f"all {sum(len(c) for _, c in splits.items())} cases readable and consistent")
+    scenario_for(config).check_data(config, typer.echo)
 
 
 def _prediction_inputs(inputs: list[Path], datalist: Path | None, section: str) -> list[Path]:
@@ -216,16 +193,16 @@ def predict(
     ] = None,
     section: Annotated[str, typer.Option("--section", metavar="NAME", help="With --datalist: test, validation, training or unlabeled.")] = "test",
     scales: Annotated[str, typer.Option(metavar="S,S,...", help="Test-time scales, comma-separated, e.g. 0.75,1.0,1.25.")] = "1.0",
-    png: Annotated[bool, typer.Option("--png", help="Also write a PNG montage with the label overlay per case.")] = False,
+    png: Annotated[bool, typer.Option("--png", help="Also write a PNG montage with the label overlay per case (NIfTI inputs).")] = False,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu, cuda, cuda:N or auto.")] = "auto",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep outputs an interrupted run already completed.")] = False,
     largest_component: Annotated[bool, typer.Option("--largest-component", help="Keep only the largest connected component of each class.")] = False,
-    probabilities: Annotated[bool, typer.Option("--probabilities", help="3D: also write OUTPUT/probabilities/NAME (float32, one channel per class).")] = False,
-    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="3D: also write OUTPUT/uncertainty/NAME, the disagreement across --scales.")] = False,
+    probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write OUTPUT/probabilities/NAME (float32, one channel per class; NIfTI inputs).")] = False,
+    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write OUTPUT/uncertainty/NAME, the disagreement across --scales (NIfTI inputs).")] = False,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Segment NIfTI volumes (--input, or a datalist's test images); each output has its input's shape, affine and orientation."""
-    from maskmatch_med.engine.predictor import run_prediction
+    from maskmatch_med.scenarios.registry import run_prediction
 
     written = run_prediction(
         checkpoint, _prediction_inputs(inputs or [], datalist, section), output, _parse_scales(scales), png=png, device=device,
@@ -248,7 +225,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Dice, Jaccard, HD95 and ASD (mm and voxels) per case and class."""
-    from maskmatch_med.engine.evaluate import evaluate_folders, format_summary_table
+    from maskmatch_med.evaluation.evaluate import evaluate_folders, format_summary_table
 
     names = [n.strip() for n in class_names.split(",")] if class_names else None
     domain_map = None
@@ -263,7 +240,7 @@ def evaluate(
     ))
     typer.echo(format_summary_table(report))
     if report.by_domain:
-        from maskmatch_med.engine.evaluate import format_domain_table
+        from maskmatch_med.evaluation.evaluate import format_domain_table
 
         typer.echo("\n" + format_domain_table(report))
     if output:
@@ -283,7 +260,7 @@ def compare(
     output: Annotated[Optional[Path], typer.Option("--output", metavar="FILE", help="Also write the comparison as CSV.")] = None,
 ) -> None:
     """Evaluate reports side by side: Dice per class, mean Dice, HD95 and ASD, and the first minus the others."""
-    from maskmatch_med.engine.compare import format_comparison_table, load_reports, write_comparison_csv
+    from maskmatch_med.evaluation.compare import format_comparison_table, load_reports, write_comparison_csv
 
     loaded = load_reports(reports)
     if output:

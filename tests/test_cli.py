@@ -26,10 +26,11 @@ def trained_run(tmp_path_factory, phantom_root, tiny_manifest):
     """One tiny MaskMatch run shared by the predict/evaluate tests."""
     from maskmatch_med.config import load_recipe
     from maskmatch_med.engine.trainer import train
+    from maskmatch_med.scenarios.registry import SLICES
 
     work = tmp_path_factory.mktemp("run")
     recipe = tiny_recipe(work / "recipe.yaml", phantom_root, tiny_manifest, work / "out")
-    train(load_recipe(recipe), progress=False)
+    train(load_recipe(recipe), SLICES, progress=False)
     return work / "out"
 
 
@@ -154,6 +155,37 @@ def test_predict_keeps_input_geometry(trained_run, phantom_root, run_cli, tmp_pa
         assert (tmp_path / "pred" / image.name.replace(".nii.gz", ".png")).is_file()
     assert json.loads((tmp_path / "pred" / "labels.json").read_text()) == {"0": "background", "1": "RV", "2": "Myo", "3": "LV"}
 
+
+
+def test_2d_checkpoint_writes_probabilities_and_uncertainty(trained_run, phantom_root, run_cli, tmp_path):
+    """--probabilities and --uncertainty for 2D checkpoints too (issue 15): on each input's grid, in
+    subfolders, with the labels the plain predict writes at the same scales."""
+    from maskmatch_med.scenarios.base import TrainedModel
+    from maskmatch_med.scenarios.registry import SLICES, scenario_for
+
+    checkpoint = trained_run / "checkpoints" / "best.pt"
+    assert scenario_for(TrainedModel.load(checkpoint, torch.device("cpu")).recipe) is SLICES
+    patient = phantom_root / "patient001"
+    args = ("predict", "--checkpoint", checkpoint, "--input", patient, "--scales", "0.75,1.0")
+    code, _, err = run_cli(*args, "--output", tmp_path / "pred", "--probabilities", "--uncertainty")
+    assert code == 0, err
+    assert run_cli(*args, "--output", tmp_path / "plain")[0] == 0
+    images = sorted(p for p in patient.glob("*.nii.gz") if not p.name.endswith("_gt.nii.gz"))
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == [p.name for p in images]  # evaluate sees labels only
+    for image in images:
+        source = nib.load(image)
+        result, probs, unc = (nib.load(tmp_path / "pred" / sub / image.name) for sub in ("", "probabilities", "uncertainty"))
+        assert result.shape == source.shape and probs.shape == (*source.shape, 4) and unc.shape == source.shape
+        assert probs.get_data_dtype() == np.float32 and unc.get_data_dtype() == np.float32
+        for written in (result, probs, unc):
+            np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+            assert written.header["qform_code"] == source.header["qform_code"] and written.header["sform_code"] == source.header["sform_code"]
+        np.testing.assert_allclose(probs.get_fdata().sum(-1), 1.0, atol=1e-4)
+        labels = np.asarray(result.dataobj)
+        assert np.array_equal(labels, probs.get_fdata().argmax(-1))
+        assert np.array_equal(labels, np.asarray(nib.load(tmp_path / "plain" / image.name).dataobj))
+        spread = unc.get_fdata()
+        assert spread.min() >= 0 and spread.max() <= 1 + 1e-6 and spread.max() > 0  # two scales disagree somewhere
 
 def test_predict_png_montage_has_a_colour_legend(trained_run, phantom_root, run_cli, tmp_path):
     """Below the tiles, a strip with a swatch of each class's colour (RV red, Myo green, LV blue) and its name."""

@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from maskmatch_med.engine.evaluate import MEAN_ROW, EvaluationReport, evaluate_folders, write_report_csv
-from maskmatch_med.engine.metrics import CLASS_METRICS
+from maskmatch_med.evaluation.evaluate import MEAN_ROW, EvaluationReport, evaluate_folders, write_report_csv
+from maskmatch_med.evaluation.metrics import CLASS_METRICS
 
 CLASSES = ["RV", "Myo", "LV"]
 CASES = ["patient001_frame01", "patient001_frame12"]

@@ -18,8 +18,8 @@ from maskmatch_med.data.checks import check_splits, require_clean
 from maskmatch_med.data.mnms import mnms_cases
 from maskmatch_med.data.phantom import write_acdc_phantom
 from maskmatch_med.data.splits import resolve_splits
-from maskmatch_med.engine.evaluate import evaluate_folders, format_domain_table
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.evaluate import evaluate_folders, format_domain_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,7 @@ def test_shipped_da_recipes_parse():
 def test_validator_reports_each_side_and_domain_and_selects_on_target(monkeypatch):
     from maskmatch_med.data.cases import Case
     from maskmatch_med.data.checks import LoadedCase
-    from maskmatch_med.engine.validation import DomainSliceVolumeValidator
+    from maskmatch_med.scenarios.slices.validation import DomainSliceVolumeValidator
 
     recipe = Recipe.model_validate({"data": {"root": "x"}})
     domains = ["source", "A", "B", "B"]

@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from maskmatch_med.engine.evaluate import EvaluationReport, evaluate_folders, format_summary_table
-from maskmatch_med.engine.metrics import CLASS_METRICS, case_metrics
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.evaluate import EvaluationReport, evaluate_folders, format_summary_table
+from maskmatch_med.evaluation.metrics import CLASS_METRICS, case_metrics
 
 SPACING = (1.5, 1.5, 5.0)
 AFFINE = np.diag([*SPACING, 1.0])

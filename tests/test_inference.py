@@ -14,13 +14,9 @@ from torch import nn
 
 from maskmatch_med.data.nifti import load_label, load_volume
 from maskmatch_med.data.preprocess import slice_axis_of
-from maskmatch_med.engine.inference import (
-    collect_inputs,
-    predict_files,
-    predict_volume_labels,
-    predict_volume_probabilities,
-)
 from maskmatch_med.errors import UserError
+from maskmatch_med.scenarios.medical import collect_inputs
+from maskmatch_med.scenarios.slices.inference import predict_files, predict_volume_labels, predict_volume_probabilities
 
 INPUT_SIZE = (64, 64)
 
@@ -187,7 +183,7 @@ def test_multi_scale_shapes_and_probabilities():
     shape = (45, 38, 6)
     vol = phantom(shape, (slice(5, 20), slice(10, 30), slice(2, 4)))
     model = Recorder(bright_model(num_classes=4))
-    probs = predict_volume_probabilities(model, vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales=(0.75, 1.0, 1.25))
+    probs, _ = predict_volume_probabilities(model, vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales=(0.75, 1.0, 1.25))
     assert probs.shape == (4, *shape)
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(dim=0), torch.ones(shape), atol=1e-5, rtol=0)
@@ -196,6 +192,22 @@ def test_multi_scale_shapes_and_probabilities():
     labels = predict_volume_labels(bright_model(4), vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales=(0.75, 1.0, 1.25))
     assert labels.shape == shape and labels[8:17, 13:27, 2:4].min() == 1 and labels[:, :, [0, 1, 4, 5]].max() == 0
 
+
+
+def test_scale_disagreement_of_a_2d_network():
+    """--uncertainty for 2D checkpoints: the scales' disagreement on the volume's grid, 0 for one scale;
+    asking for it leaves the probabilities as they are."""
+    shape = (45, 38, 6)
+    vol = phantom(shape, (slice(5, 20), slice(10, 30), slice(2, 4)))
+    scales = (0.75, 1.0, 1.25)
+    probs, spread = predict_volume_probabilities(bright_model(4), vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales, uncertainty=True)
+    plain, none = predict_volume_probabilities(bright_model(4), vol, (1.4, 1.4, 8.0), INPUT_SIZE, scales)
+    assert none is None and torch.equal(probs, plain)
+    assert spread.shape == shape and spread.dtype == torch.float32
+    assert spread.min() >= 0 and spread.max() <= 1 and spread.max() > 0
+    assert spread[:, :, [0, 1, 4, 5]].max() < spread[:, :, 2:4].max()  # the scales disagree at the structure's edges
+    _, single = predict_volume_probabilities(bright_model(4), vol, (1.4, 1.4, 8.0), INPUT_SIZE, (1.0,), uncertainty=True)
+    assert torch.count_nonzero(single) == 0
 
 def _tiny_inputs(directory, names=("case_a.nii.gz", "case_b.nii")):
     directory.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import binary_erosion
 from scipy.spatial.distance import cdist
 
-from maskmatch_med.engine.metrics import CLASS_METRICS, DISTANCE_METRICS, case_metrics, dice_per_class
+from maskmatch_med.evaluation.metrics import CLASS_METRICS, DISTANCE_METRICS, case_metrics, dice_per_class
 
 
 def _surface_distances(a: np.ndarray, b: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:

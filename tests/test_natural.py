@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from maskmatch_med.cli import main
 from maskmatch_med.data.natural import (
@@ -269,7 +270,7 @@ def test_head_lr_multiplier_and_perturbation_taps(r50):
 
 
 def test_miou_hand_worked():
-    from maskmatch_med.engine.validation_natural import confusion_matrix, miou_metrics
+    from maskmatch_med.scenarios.photos.validation import confusion_matrix, miou_metrics
 
     target = np.array([[0, 0, 1, 1], [0, 0, 1, 255], [2, 2, 2, 255]])
     pred = np.array([[0, 1, 1, 1], [0, 0, 2, 2], [2, 2, 0, 0]])
@@ -303,7 +304,7 @@ def test_ohem_keeps_hard_pixels():
 
 
 def test_colour_augment_on_normalised_rgb():
-    from maskmatch_med.data.natural_batches import denormalise, normalise
+    from maskmatch_med.scenarios.photos.data import denormalise, normalise
     from maskmatch_med.method.augment import colour_augment
 
     images = normalise(torch.randint(0, 256, (4, 3, 16, 16)).float())
@@ -320,7 +321,7 @@ def test_colour_augment_on_normalised_rgb():
 def test_batches_crop_pad_with_ignore(voc, voc_splits):
     from maskmatch_med.data.natural import resolve_natural_splits as splits_of
     from maskmatch_med.config import load_recipe
-    from maskmatch_med.data.natural_batches import NaturalImageSource
+    from maskmatch_med.scenarios.photos.data import NaturalImageSource
 
     recipe = load_recipe(Path("recipes/voc.yaml"), [f"data.root={voc}", f"data.splits={voc_splits}"])
     samples = splits_of(recipe.data)["labeled"]
@@ -371,6 +372,35 @@ def test_predict_writes_palette_pngs(voc_run, voc, tmp_path):
     code, _, err = cli("predict", "--checkpoint", voc_run / "checkpoints/best.pt", "--input", inputs, "--output", inputs, "--device", "cpu")
     assert code == 2 and "output directory is the directory of input" in err and err.count("\n") == 1
 
+
+
+def test_photos_predict_at_several_scales_and_refuse_nifti_options(voc_run, voc, tmp_path, run_cli):
+    """Issue 15: --scales and --largest-component for VOC/Cityscapes checkpoints too; what a photo
+    cannot get (a NIfTI montage, probability or uncertainty maps) is one line naming the scenario."""
+    from maskmatch_med.scenarios.base import TrainedModel
+    from maskmatch_med.scenarios.registry import PHOTOS, scenario_for
+
+    checkpoint = voc_run / "checkpoints/best.pt"
+    assert scenario_for(TrainedModel.load(checkpoint, torch.device("cpu")).recipe) is PHOTOS
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    for name in ("2009_000000.jpg", "2007_000001.jpg"):
+        (inputs / name).write_bytes((voc / "JPEGImages" / name).read_bytes())
+    args = ("predict", "--checkpoint", checkpoint, "--input", inputs, "--device", "cpu")
+    code, out, err = run_cli(*args, "--output", tmp_path / "pred", "--scales", "0.75,1.0,1.25", "--largest-component")
+    assert code == 0, err
+    assert "wrote 2 label maps" in out
+    for name in ("2009_000000", "2007_000001"):
+        written = Image.open(tmp_path / "pred" / f"{name}.png")
+        assert written.mode == "P" and written.size == Image.open(inputs / f"{name}.jpg").size
+        labels = np.array(written)
+        for cls in np.unique(labels)[1:]:  # one connected region per class
+            assert ndimage.label(labels == cls)[1] == 1
+    for options, named in ((["--png"], "--png"), (["--probabilities", "--uncertainty"], "--probabilities, --uncertainty")):
+        code, _, err = run_cli(*args, "--output", tmp_path / "refused", *options)
+        assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+        assert err.startswith(f"error: {named}: not available in the photos scenario (VOC / Cityscapes photos)")
+        assert not (tmp_path / "refused").exists()
 
 def test_predict_reads_every_image_before_writing_any(voc_run, voc, tmp_path, run_cli):
     """Good photos followed by a truncated one: refused before the first palette PNG is written."""

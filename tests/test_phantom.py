@@ -12,14 +12,8 @@ import pytest
 import SimpleITK as sitk
 
 from maskmatch_med.data.acdc import patient_frames, read_info_cfg
-from maskmatch_med.data.phantom import (
-    GROUPS,
-    PHANTOM_MARKER,
-    STYLES,
-    _affine_and_flip,
-    phantom_style,
-    write_acdc_phantom,
-)
+from maskmatch_med.data.phantom import GROUPS, PHANTOM_MARKER, STYLES, phantom_style, write_acdc_phantom
+from maskmatch_med.data.phantom.acdc_layout import _affine_and_flip
 from maskmatch_med.errors import UserError
 
 PATIENTS = 3

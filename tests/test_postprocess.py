@@ -1,6 +1,6 @@
 import numpy as np
 
-from maskmatch_med.engine.postprocess import keep_largest_component
+from maskmatch_med.evaluation.postprocess import keep_largest_component
 
 
 def test_keeps_the_largest_island_per_class():

@@ -15,14 +15,14 @@ import torch
 
 from conftest import TINY_3D, tiny_recipe
 from maskmatch_med.config import MethodConfig, ModelConfig, VolumeConfig, WeakAugConfig
-from maskmatch_med.data.patches import PatchSource
-from maskmatch_med.data.volumes import from_network, network_grid, prepare_image, to_network
-from maskmatch_med.engine.inference3d import axis_scales, predict_volume_3d
 from maskmatch_med.method.ema import make_teacher
 from maskmatch_med.method.ensemble import multiscale_probabilities
 from maskmatch_med.method.steps import Batch, ConsistencyStep, PseudoLabels, build_step
 from maskmatch_med.models import build_model
 from maskmatch_med.models3d import PadToMultiple, axis_divisors, dynunet_kernels
+from maskmatch_med.scenarios.volumes.data import PatchSource
+from maskmatch_med.scenarios.volumes.grid import from_network, network_grid, prepare_image, to_network
+from maskmatch_med.scenarios.volumes.inference import axis_scales, predict_volume_3d
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -179,7 +179,7 @@ def test_patches_balance_foreground_pad_small_volumes_and_repeat_with_a_seed():
     from maskmatch_med.data.checks import LoadedCase
     from maskmatch_med.data.cases import Case
     from maskmatch_med.data.nifti import Volume
-    from maskmatch_med.data.patches import build_patch_source
+    from maskmatch_med.scenarios.volumes.data import build_patch_source
 
     small = np.ones((10, 7, 3), np.float32)
     small_label = Volume(np.ones((10, 7, 3), np.uint8), np.eye(4), (1.0, 1.0, 1.0), None)
@@ -211,17 +211,22 @@ def run3d(tmp_path_factory, phantom_root, tiny_manifest):
     """One tiny 3D MaskMatch run on the phantom, shared by the predict/evaluate tests."""
     from maskmatch_med.config import load_recipe
     from maskmatch_med.engine.trainer import train
+    from maskmatch_med.scenarios.registry import VOLUMES
 
     work = tmp_path_factory.mktemp("run3d")
     recipe = tiny_recipe(work / "recipe.yaml", phantom_root, tiny_manifest, work / "out", **TINY_3D)
-    result = train(load_recipe(recipe), progress=False)
+    result = train(load_recipe(recipe), VOLUMES, progress=False)
     return work / "out", result
 
 
 def test_3d_train_predict_evaluate(run3d, phantom_root, run_cli, tmp_path):
+    from maskmatch_med.scenarios.base import TrainedModel
+    from maskmatch_med.scenarios.registry import VOLUMES, scenario_for
+
     run_dir, result = run3d
     payload = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert payload["spatial_dims"] == 3 and 0.0 <= result.best_score <= 1.0
+    assert scenario_for(TrainedModel.load(run_dir / "checkpoints" / "best.pt", torch.device("cpu")).recipe) is VOLUMES
     assert "dice_mean" in (run_dir / "val_log.csv").read_text()
     patient = phantom_root / "patient001"
     code, out, err = run_cli("predict", "--checkpoint", run_dir / "checkpoints" / "best.pt", "--input", patient,
@@ -352,7 +357,7 @@ def test_patches_keep_labels_on_their_voxels_after_permutation_and_resampling():
     from maskmatch_med.data.cases import Case
     from maskmatch_med.data.checks import LoadedCase
     from maskmatch_med.data.nifti import Volume
-    from maskmatch_med.data.patches import build_patch_source
+    from maskmatch_med.scenarios.volumes.data import build_patch_source
 
     label = np.zeros((6, 50, 40), np.uint8)  # (slice, in-plane, in-plane): 8 mm slices, 1.5 mm pixels
     label[1:5, 20:34, 8:20] = 1

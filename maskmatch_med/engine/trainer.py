@@ -22,14 +22,14 @@ from maskmatch_med.data.splits import resolve_datalist_classes
 from maskmatch_med.engine.checkpoint import load_checkpoint, load_state, save_checkpoint
 from maskmatch_med.engine.distributed import all_ranks, barrier, gather_states, init_distributed, mean_over_ranks, shutdown, sum_over_ranks
 from maskmatch_med.engine.run_log import RunLog, validation_summary
-from maskmatch_med.engine.timing import PhaseTimer
-from maskmatch_med.engine.training_data import TrainingData, build_training_data
+from maskmatch_med.engine.training_data import TrainingData, TrainingDataBuilder
 from maskmatch_med.engine.writers import check_output_directory, write_text_atomic
 from maskmatch_med.errors import TrainingInterrupted, UserError
 from maskmatch_med.method.ema import ema_update, make_teacher
 from maskmatch_med.method.schedules import unsupervised_weight
 from maskmatch_med.method.steps import Batch, build_step
 from maskmatch_med.models import build_model, size_divisor
+from maskmatch_med.timing import PhaseTimer
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -145,11 +145,14 @@ def warmup_note(recipe: Recipe, semi_supervised: bool) -> str | None:
 class Trainer:
     """One run: set-up (data, model, optimizer, optional resume), then `run()` iterates.
 
+    `data` builds what the run trains and validates on: the recipe's scenario
+    (scenarios.registry.scenario_for), or synthetic data in the benchmarks.
+
     Under torchrun every rank builds the same Trainer; the student is wrapped in DDP, each rank draws
     its own share of every epoch, and only rank 0 validates, logs and writes files.
     """
 
-    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True):
+    def __init__(self, recipe: Recipe, data: TrainingDataBuilder, resume: bool = False, progress: bool = True):
         recipe, notes = resolve_datalist_classes(recipe)  # before anything sized by num_classes; recipe.yaml records the result
         self.recipe, t = recipe, recipe.train
         self.run_dir = Path(recipe.output_dir)
@@ -161,7 +164,7 @@ class Trainer:
             raise UserError(f"output_dir: {self.run_dir} already holds a run; pass --resume to continue it or choose another --output")
         check_output_directory(self.run_dir, "output_dir (--output)")
 
-        self.resumed = resume
+        self.resumed, self.data_builder = resume, data
         device = resolve_device(t.device)
         self.dist = init_distributed(device.type)
         self.device = torch.device(f"cuda:{self.dist.local_rank}") if device.type == "cuda" and self.dist.enabled else device
@@ -218,8 +221,8 @@ class Trainer:
         self.step.timer = timer
 
     def _build_data(self, divisor: int) -> TrainingData:
-        """The data this run trains and validates on; benchmarks swap in synthetic data here."""
-        return build_training_data(self.recipe, self.step.semi_supervised, self.device, divisor)
+        """The data this run trains and validates on, from the builder it was handed."""
+        return self.data_builder.training_data(self.recipe, self.step.semi_supervised, self.device, divisor)
 
     def _attach_data(self, data: TrainingData) -> None:
         t, rank, world = self.recipe.train, self.dist.rank, self.dist.world_size
@@ -420,5 +423,5 @@ class Trainer:
         bar.write(f"iteration {done}: validation {validation_summary(metrics)}; best {score_key} {self.best_score:.3f} @ {self.best_iteration}")
 
 
-def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:
-    return Trainer(recipe, resume=resume, progress=progress).run()
+def train(recipe: Recipe, data: TrainingDataBuilder, resume: bool = False, progress: bool = True) -> TrainResult:
+    return Trainer(recipe, data, resume=resume, progress=progress).run()

@@ -1,4 +1,5 @@
-"""Writers for predictions: label NIfTI files with a reference's exact geometry, and QC montages.
+"""Writers for predictions: label NIfTI files and float maps (probabilities, uncertainty) with a
+reference's exact geometry, and QC montages.
 
 Every writer is atomic: it writes a temporary file next to the target (same directory, same suffix so
 the format and compression are right) and renames it over the target with ``os.replace``, so an
@@ -142,6 +143,30 @@ def write_label_like(labels: np.ndarray, reference_path: Path, out_path: Path) -
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp:
         nib.save(img, str(tmp))
+    return out_path
+
+
+def write_map_like(data: np.ndarray, reference_path: Path, out_path: Path) -> Path:
+    """float32 NIfTI of (X, Y, Z) or (X, Y, Z, C) values on the reference's grid: its header (affine,
+    qform/sform codes, spacing) with the shape and data type changed, written atomically."""
+    ref = nib.load(str(reference_path))
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if tuple(data.shape[:3]) != tuple(ref.shape[:3]):
+        raise ValueError(f"map of shape {data.shape} does not fit {reference_path} of shape {ref.shape}")
+    header = ref.header.copy()
+    if not isinstance(header, nib.Nifti1Header):
+        header = nib.Nifti1Header.from_header(header)
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(np.float32)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"] = header["cal_max"] = 0
+    if data.ndim == 4:
+        header["pixdim"][4] = 1.0
+        header.set_intent("vector")  # one value per class, not a time series
+    image_class = nib.Nifti2Image if isinstance(ref, nib.Nifti2Image) else nib.Nifti1Image
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        nib.save(image_class(data, None, header), str(tmp))
     return out_path
 
 

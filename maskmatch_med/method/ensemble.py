@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["scaled_size", "scale_probabilities", "fuse_probabilities", "multiscale_probabilities", "pseudo_labels"]
+__all__ = [
+    "scaled_size", "scale_probabilities", "fuse_probabilities", "multiscale_probabilities", "scale_disagreement", "pseudo_labels",
+]
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -70,12 +72,14 @@ def scale_probabilities(
     images: torch.Tensor,
     scales: Sequence[float | Sequence[float]],
     size_divisor: int = 1,
+    softmax: bool = True,
 ) -> list[torch.Tensor]:
     """Each scale's class probabilities, on the images' own grid.
 
     For each scale the images are resampled (bilinear / trilinear, align_corners=False; not at all when
     the size does not change), ``predict`` gives logits, and their softmax over channels is resampled back
-    to the images' spatial size. Runs under the caller's grad mode.
+    to the images' spatial size (``softmax=False``: ``predict`` gives probabilities already, resampled as
+    they are). Runs under the caller's grad mode.
     """
     scales = list(scales)
     if not scales:
@@ -87,7 +91,7 @@ def scale_probabilities(
         logits = predict(_resize(images, size))
         if logits.ndim != images.ndim or logits.shape[0] != images.shape[0]:
             raise ValueError(f"predict returned shape {tuple(logits.shape)} for input {tuple(images.shape)}")
-        out.append(_resize(torch.softmax(logits, dim=1), spatial))
+        out.append(_resize(torch.softmax(logits, dim=1) if softmax else logits, spatial))
     return out
 
 
@@ -133,6 +137,13 @@ def multiscale_probabilities(
     if fuse not in ("mean", "max", "vote"):
         raise ValueError(f"fuse must be 'mean', 'max' or 'vote', got {fuse!r}")
     return fuse_probabilities(scale_probabilities(predict, images, scales, size_divisor), fuse)
+
+
+def scale_disagreement(per_scale: Sequence[torch.Tensor], fused: torch.Tensor, class_dim: int = 1) -> torch.Tensor:
+    """How much the scales disagree, per pixel / voxel: the mean over scales of the total-variation
+    distance between each scale's probabilities and the fused ones (0 when every scale agrees, at most 1).
+    The class axis ``class_dim`` is reduced away."""
+    return torch.stack([0.5 * (p - fused).abs().sum(dim=class_dim) for p in per_scale]).mean(dim=0)
 
 
 def pseudo_labels(probs: torch.Tensor, conf_thresh: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ feature-perturbed weak view's and L_m the masked view's loss against the teacher
 optimizer, EMA update and everything else stays in the engine.
 
 Each step times its phases ("augment", "teacher", "student") on its `timer`, a disabled (no-op)
-engine.timing.PhaseTimer unless a profiler such as benchmarks/speed.py swaps in an enabled one.
+maskmatch_med.timing.PhaseTimer unless a profiler such as benchmarks/speed.py swaps in an enabled one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from maskmatch_med.config import MethodConfig, WeakAugConfig
-from maskmatch_med.engine.timing import PhaseTimer
+from maskmatch_med.timing import PhaseTimer
 from maskmatch_med.method.augment import (
     colour_augment, copy_paste, copy_paste_box_mask, cutmix, cutmix_box_mask, strong_augment, weak_augment,
 )

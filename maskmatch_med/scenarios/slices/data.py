@@ -1,4 +1,5 @@
-"""2D training data: every slice of every volume, normalised and resized once, held as tensors.
+"""2D training data: every slice of every volume, normalised and resized once, held as tensors; and
+the slicing itself (volume <-> slices, resizing), which prediction undoes.
 
 ACDC-sized data (~1,900 slices of 256x256) is a few hundred MB, so the whole set lives in memory
 (on the training device) and a batch is an index draw, not a DataLoader round trip.
@@ -10,9 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from maskmatch_med.data.checks import LoadedCase
-from maskmatch_med.data.preprocess import normalise_intensity, resize_slices, slice_axis_of, volume_to_slices
+from maskmatch_med.data.nifti import load_label
+from maskmatch_med.data.preprocess import normalise_intensity, slice_axis_of
+from maskmatch_med.errors import UserError
 
 
 @dataclass
@@ -62,3 +66,42 @@ def build_slice_set(
 def _label_slices(label: np.ndarray, axis: int, input_size: tuple[int, int]) -> torch.Tensor:
     slices = volume_to_slices(label.astype("float32"), axis)
     return resize_slices(slices, input_size, "nearest")[:, 0].to(torch.uint8)
+
+
+def audit_labels(cases: list[LoadedCase], num_classes: int) -> dict[str, np.ndarray]:
+    """Ground truth that unlabeled cases happen to have on disk (the phantom writes it; a user's data may
+    hold it), by case id, for the pseudo-label quality logs only. A file that does not load or does not
+    fit its image is skipped: it is not training data, so it never stops a run."""
+    found = {}
+    for loaded in cases:
+        path = loaded.case.audit_label
+        if path is None:
+            continue
+        try:
+            label = load_label(path, frame=loaded.case.frame, lut=loaded.case.label_lut).array
+        except UserError:
+            continue
+        if label.shape == loaded.image.array.shape and 0 <= label.min() and label.max() < num_classes:
+            found[loaded.case.case_id] = label
+    return found
+
+
+def volume_to_slices(volume: np.ndarray, slice_axis: int) -> torch.Tensor:
+    """(X, Y, Z) array -> (N, 1, H, W) float tensor with the slice axis moved to the batch."""
+    slices = np.moveaxis(np.asarray(volume), slice_axis, 0)
+    return torch.from_numpy(np.ascontiguousarray(slices)).unsqueeze(1)
+
+
+def slices_to_volume(slices: np.ndarray, slice_axis: int) -> np.ndarray:
+    """Inverse of volume_to_slices for (N, H, W) arrays: put the slice axis back where it was."""
+    return np.moveaxis(np.asarray(slices), 0, slice_axis)
+
+
+def resize_slices(slices: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize (N, C, H, W) slices to `size`; `mode` is "bilinear" for images and probabilities,
+    "nearest" for label maps (which must be passed as float and cast back by the caller)."""
+    if tuple(slices.shape[-2:]) == tuple(size):
+        return slices
+    if mode == "nearest":
+        return F.interpolate(slices, size=size, mode="nearest-exact")
+    return F.interpolate(slices, size=size, mode=mode, align_corners=False)

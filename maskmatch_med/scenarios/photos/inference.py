@@ -1,19 +1,27 @@
-"""Natural-image inference: whole-image or sliding-window class probabilities, and `predict` on a folder
-of JPG/PNG files writing palette PNGs of each input's size."""
+"""Natural-image inference: whole-image or sliding-window class probabilities, optionally ensembled over
+test-time scales, and `predict` on a folder of JPG/PNG files writing palette PNGs of each input's size.
+
+At each scale the image is resized (bilinear), predicted whole or by sliding windows, and the softmax
+resized back to the image's size (the same rounding as the teacher's ensembles, method.ensemble); the
+scales' probabilities are averaged. Scale 1 alone is the image as it is.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from maskmatch_med.data.natural import image_files, palette_for, read_image
-from maskmatch_med.data.natural_batches import normalise
-from maskmatch_med.engine.inference import Predictions, require_readable, with_progress
 from maskmatch_med.engine.writers import atomic_path, write_json_atomic
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.postprocess import keep_largest_component
+from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
+from maskmatch_med.scenarios.photos.data import normalise
+from maskmatch_med.scenarios.prediction import Predictions, require_readable, with_progress
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -48,10 +56,12 @@ def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, mode: str
     return total / count
 
 
-def predict_labels(model: torch.nn.Module, rgb: np.ndarray, device: torch.device, mode: str, window: int) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) uint8 class indices at the same size."""
+def predict_labels(model: torch.nn.Module, rgb: np.ndarray, device: torch.device, mode: str, window: int,
+                   scales: Sequence[float] = (1.0,)) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 class indices at the same size, ensembled over `scales`."""
     image = normalise(torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None])
-    return predict_probabilities(model, image, mode, window).argmax(1)[0].to(torch.uint8).cpu().numpy()
+    per_scale = scale_probabilities(lambda x: predict_probabilities(model, x, mode, window), image, list(scales), softmax=False)
+    return fuse_probabilities(per_scale, "mean").argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
 def write_palette_png(labels: np.ndarray, palette: list[int], out_path: Path) -> Path:
@@ -64,23 +74,28 @@ def write_palette_png(labels: np.ndarray, palette: list[int], out_path: Path) ->
 
 def predict_image_files(
     model: torch.nn.Module, inputs: list[Path], output_dir: Path, layout: str, class_names: list[str], device: torch.device,
-    mode: str, window: int, skip_existing: bool = False, progress: bool = False,
+    mode: str, window: int, skip_existing: bool = False, progress: bool = False, scales: Sequence[float] = (1.0,),
+    largest_component: bool = False,
 ) -> list[Path]:
-    """Each input IMAGE.jpg/.png -> OUTPUT/IMAGE.png, a palette PNG of class indices of the input's size.
-    Every image still to predict is decoded first, so a corrupt one is refused before anything is written."""
+    """Each input IMAGE.jpg/.png -> OUTPUT/IMAGE.png, a palette PNG of class indices of the input's size
+    (with `largest_component`, only each class's largest connected region kept). Every image still to
+    predict is decoded first, so a corrupt one is refused before anything is written."""
     output_dir = Path(output_dir)
     files = [f for given in inputs for f in image_files(given)]
     check_outputs(files, output_dir)
     kept = {path for path in files if skip_existing and (output_dir / f"{path.stem}.png").is_file()}
     require_readable([path for path in files if path not in kept], read_image)
     output_dir.mkdir(parents=True, exist_ok=True)
-    palette, written = palette_for(layout), Predictions()
+    palette, written, names = palette_for(layout), Predictions(), labels_json(layout, class_names)
     for path in with_progress(files, progress, unit="image"):
         out = output_dir / f"{path.stem}.png"
         if path not in kept:
-            write_palette_png(predict_labels(model, read_image(path), device, mode, window), palette, out)
+            labels = predict_labels(model, read_image(path), device, mode, window, scales)
+            if largest_component:
+                labels = keep_largest_component(labels, len(names))
+            write_palette_png(labels, palette, out)
         written.add(out, kept=path in kept)
-    write_json_atomic(labels_json(layout, class_names), output_dir / "labels.json")
+    write_json_atomic(names, output_dir / "labels.json")
     return written
 
 

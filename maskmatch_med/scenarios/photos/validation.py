@@ -12,7 +12,7 @@ import torch
 
 from maskmatch_med.config import Recipe
 from maskmatch_med.data.natural import IGNORE_INDEX, Sample, palette_for, read_image, read_mask
-from maskmatch_med.engine.natural_inference import predict_labels
+from maskmatch_med.scenarios.photos.inference import predict_labels
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:

@@ -14,7 +14,7 @@ from monai.transforms import SpatialPad
 
 from maskmatch_med.config import VolumeConfig
 from maskmatch_med.data.checks import LoadedCase
-from maskmatch_med.data.volumes import prepare_image, to_network
+from maskmatch_med.scenarios.volumes.grid import prepare_image, to_network
 
 
 class PatchSource:

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskmatch_med.engine.evaluate import CSV_COLUMNS, MEAN_ROW
 from maskmatch_med.engine.writers import write_text_atomic
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.evaluate import CSV_COLUMNS, MEAN_ROW
 
 __all__ = ["ComparisonRow", "ReportMeans", "comparison_rows", "format_comparison_table", "load_reports", "write_comparison_csv"]
 

@@ -10,7 +10,7 @@ Geometry: a prediction must have its ground truth's shape and affine (within 1e-
 the ground truth's voxel size (``header.get_zooms()``). Trailing singleton axes beyond the second are
 dropped, so a ``(H, W, 1)`` NIfTI is evaluated as a 2D image.
 
-Metrics and their empty-class convention: :mod:`maskmatch_med.engine.metrics`. The summary averages each
+Metrics and their empty-class convention: :mod:`maskmatch_med.evaluation.metrics`. The summary averages each
 metric over the cases where it is defined (``nanmean``) and reports that count ``n``; the ``mean`` row is
 the mean over foreground classes of the class means (the usual paper convention), with the standard
 deviation over cases of each case's class-average.
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from maskmatch_med.data.nifti import NIFTI_SUFFIXES, integer_labels, is_nifti, nifti_stem, open_nifti, read_data
-from maskmatch_med.engine.metrics import CLASS_METRICS, case_metrics, quiet_monai_internal_warnings
 from maskmatch_med.engine.writers import write_text_atomic
 from maskmatch_med.errors import UserError
+from maskmatch_med.evaluation.metrics import CLASS_METRICS, case_metrics, quiet_monai_internal_warnings
 
 __all__ = [
     "CSV_COLUMNS",

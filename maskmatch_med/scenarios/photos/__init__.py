@@ -1,0 +1,1 @@
+"""The photos scenario: VOC / Cityscapes RGB images (scenario.py; data, validation, inference)."""

@@ -1,0 +1,1 @@
+"""The volumes scenario: a 3D network on patches of resampled volumes (scenario.py; grid, data, validation, inference)."""
