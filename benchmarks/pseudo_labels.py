@@ -27,7 +27,7 @@ from maskmatch_med.data.splits import resolve_splits
 from maskmatch_med.engine.checkpoint import load_checkpoint
 from maskmatch_med.engine.trainer import all_class_names
 from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
-from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, confident, pseudo_label_stats, vote_valid
+from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, agree_labels, confident, pseudo_label_stats, vote_valid
 from maskmatch_med.models import build_model, size_divisor
 from maskmatch_med.scenarios.slices.data import audit_labels, build_slice_set
 
@@ -37,6 +37,7 @@ RULES = [
     ("scales 0.75-1.25, max", [0.75, 1.0, 1.25], "max"),
     ("scales 0.75-1.25, vote (majority)", [0.75, 1.0, 1.25], "vote"),
     ("scales 0.75-1.25, vote (any scale)", [0.75, 1.0, 1.25], "vote_any"),
+    ("scales 0.75-1.25, agree (any scale, no contradiction)", [0.75, 1.0, 1.25], "agree"),
     ("scales 0.9-1.1, vote (majority)", [0.9, 1.0, 1.1], "vote"),
 ]
 
@@ -78,7 +79,7 @@ def main() -> None:
                 for start in range(0, len(slices), args.batch):
                     images = slices.images[start:start + args.batch]
                     per_scale = scale_probabilities(net, images, scales, divisor)
-                    per_batch.append((per_scale, fuse_probabilities(per_scale, "vote" if fuse == "vote_any" else fuse)))
+                    per_batch.append((per_scale, fuse_probabilities(per_scale, "vote" if fuse == "vote_any" else fuse)))  # agree: the mean
                 # class-wise thresholds from this teacher's mean confidence per class over the whole set
                 fused_all = torch.cat([f for _, f in per_batch])
                 conf_all, label_all = fused_all.max(1)
@@ -93,6 +94,8 @@ def main() -> None:
                     conf, lab = fused.max(1)
                     if fuse.startswith("vote"):
                         ok = vote_valid(per_scale, lab, bars, min_votes=1 if fuse == "vote_any" else None)
+                    elif fuse == "agree":
+                        lab, ok = agree_labels(per_scale, lab, bars)
                     else:
                         ok = confident(lab, conf, bars)
                     labels.append(lab)

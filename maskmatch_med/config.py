@@ -161,11 +161,13 @@ class ModelConfig(Section):
 
 class EnsembleConfig(Section):
     scales: list[Scale] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
-    fuse: Literal["mean", "max", "vote"] = Field(
-        "vote", description="mean / max of the scales' probabilities, or vote: the mean's label, valid where min_votes scales confidently give it"
+    fuse: Literal["mean", "max", "vote", "agree"] = Field(
+        "vote",
+        description="mean / max of the scales' probabilities; vote: the mean's label, valid where min_votes scales confidently give it; "
+        "agree: each scale's own confident label, valid where min_votes scales are confident and none of them disagrees",
     )
     min_votes: int = Field(
-        1, ge=1, description="vote: scales that must give the fused label a probability at or above its threshold (1: any scale)"
+        1, ge=1, description="vote / agree: scales that must be confident in the pixel's label (1: any scale)"
     )
 
     @field_validator("scales")

@@ -194,3 +194,23 @@ def test_class_statistics_update_without_reading_values_back(monkeypatch):
     monkeypatch.undo()
     assert tracker.ema.tolist() == pytest.approx([0.9, 0.6, float("nan")], nan_ok=True)
     assert class_thresholds(torch.tensor([float("nan"), float("nan")]), 0.9).tolist() == pytest.approx([0.9, 0.9])
+
+
+def test_agree_labels_keeps_a_class_one_scale_is_sure_of_and_drops_contradictions():
+    from maskmatch_med.method.pseudo_labels import agree_labels
+
+    # 4 pixels, 2 classes, 3 scales, threshold 0.9. Pixel 0: all sure of 0. Pixel 1: scale A sure of 1,
+    # B and C unsure (their mean says 0). Pixel 2: A sure of 1, B sure of 0. Pixel 3: nobody sure.
+    a = torch.tensor([[[0.99, 0.08, 0.05, 0.6], [0.01, 0.92, 0.95, 0.4]]])
+    b = torch.tensor([[[0.99, 0.89, 0.99, 0.6], [0.01, 0.11, 0.01, 0.4]]])
+    c = torch.tensor([[[0.99, 0.89, 0.50, 0.6], [0.01, 0.11, 0.50, 0.4]]])
+    fallback = torch.stack([a, b, c]).mean(0).argmax(1)
+    assert fallback[0, 1].item() == 0  # the mean's label would teach background at pixel 1
+    bars = torch.tensor([0.9, 0.9])
+    labels, valid = agree_labels([a, b, c], fallback, bars)
+    assert valid.tolist() == [[True, True, False, False]]
+    assert labels.tolist() == [[0, 1, fallback[0, 2].item(), fallback[0, 3].item()]]
+    # with min_votes 2, one sure scale is not enough
+    assert agree_labels([a, b, c], fallback, bars, min_votes=2)[1].tolist() == [[True, False, False, False]]
+    with pytest.raises(ValueError, match="min_votes"):
+        agree_labels([a, b, c], fallback, bars, min_votes=4)

@@ -96,10 +96,10 @@ def scale_probabilities(
 
 
 def fuse_probabilities(per_scale: Sequence[torch.Tensor], fuse: str = "mean") -> torch.Tensor:
-    """``"mean"`` (also the label source of ``"vote"``) averages; ``"max"`` takes the elementwise maximum
+    """``"mean"`` (also the label source of ``"vote"`` and, where scales disagree, ``"agree"``) averages; ``"max"`` takes the elementwise maximum
     and renormalises to sum 1 over classes. One scale is returned as it is."""
-    if fuse not in ("mean", "max", "vote"):
-        raise ValueError(f"fuse must be 'mean', 'max' or 'vote', got {fuse!r}")
+    if fuse not in ("mean", "max", "vote", "agree"):
+        raise ValueError(f"fuse must be 'mean', 'max', 'vote' or 'agree', got {fuse!r}")
     if len(per_scale) == 1:
         return per_scale[0]
     if fuse == "max":
@@ -134,8 +134,8 @@ def multiscale_probabilities(
     Returns:
         (B, K, *spatial) probabilities.
     """
-    if fuse not in ("mean", "max", "vote"):
-        raise ValueError(f"fuse must be 'mean', 'max' or 'vote', got {fuse!r}")
+    if fuse not in ("mean", "max", "vote", "agree"):
+        raise ValueError(f"fuse must be 'mean', 'max', 'vote' or 'agree', got {fuse!r}")
     return fuse_probabilities(scale_probabilities(predict, images, scales, size_divisor), fuse)
 
 

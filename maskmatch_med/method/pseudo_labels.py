@@ -30,7 +30,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["ClasswiseThreshold", "DistributionAlignment", "class_thresholds", "confident", "vote_valid", "quality_weights", "pseudo_label_stats"]
+__all__ = [
+    "ClasswiseThreshold", "DistributionAlignment", "class_thresholds", "confident", "vote_valid", "agree_labels", "quality_weights",
+    "pseudo_label_stats",
+]
 
 
 class ClasswiseThreshold:
@@ -189,6 +192,34 @@ def vote_valid(per_scale: Sequence[torch.Tensor], labels: torch.Tensor, threshol
         label_prob = probs.gather(1, labels.unsqueeze(1))[:, 0]
         votes += (label_prob >= bar.to(label_prob.dtype)).to(torch.int32)
     return votes >= needed
+
+
+def agree_labels(
+    per_scale: Sequence[torch.Tensor], fallback: torch.Tensor, thresholds: torch.Tensor, min_votes: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-scale fusion by decisions (``ensemble.fuse: agree``): each scale labels a pixel with its own
+    argmax where it is confident (probability at or above that class's threshold); the pixel is valid
+    where at least ``min_votes`` scales are confident and all confident scales give the same label,
+    which becomes the pseudo-label. Elsewhere the label is ``fallback`` (the mean's argmax) at weight 0.
+
+    Unlike the mean's argmax, a class that one scale finds confidently (a thin RV at full resolution)
+    is not outvoted by a coarser scale's background; where scales confidently contradict each other the
+    pixel teaches nothing instead of teaching the mean's compromise.
+
+    Returns (labels long (B, *spatial), valid bool (B, *spatial)).
+    """
+    if not per_scale:
+        raise ValueError("per_scale must not be empty")
+    if not 1 <= int(min_votes) <= len(per_scale):
+        raise ValueError(f"min_votes must be in 1..{len(per_scale)}, got {min_votes}")
+    stacked = torch.stack(list(per_scale))  # (S, B, K, *spatial)
+    confidence, labels = stacked.max(dim=2)
+    sure = confidence >= thresholds.to(labels.device, confidence.dtype)[labels]
+    num_classes = stacked.shape[2]
+    lowest = torch.where(sure, labels, torch.full_like(labels, num_classes)).amin(dim=0)
+    highest = torch.where(sure, labels, torch.full_like(labels, -1)).amax(dim=0)
+    valid = (lowest == highest) & (sure.sum(dim=0) >= int(min_votes))
+    return torch.where(valid, lowest, fallback), valid
 
 
 def quality_weights(valid: torch.Tensor, include: torch.Tensor | None = None) -> torch.Tensor:

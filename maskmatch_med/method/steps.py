@@ -31,7 +31,9 @@ from maskmatch_med.method.augment import (
 from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
 from maskmatch_med.method.losses import ohem_loss, pseudo_label_dice_loss, pseudo_label_loss, supervised_loss
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
-from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, DistributionAlignment, confident, pseudo_label_stats, quality_weights, vote_valid
+from maskmatch_med.method.pseudo_labels import (
+    ClasswiseThreshold, DistributionAlignment, agree_labels, confident, pseudo_label_stats, quality_weights, vote_valid,
+)
 from maskmatch_med.method.perturbation import perturbed_encoder
 
 
@@ -213,6 +215,8 @@ class ConsistencyStep(TrainStep):
             bars = self.class_threshold_values(probs.shape[1])
             if m.ensemble.fuse == "vote":
                 is_confident = vote_valid(per_scale, labels, bars, min_votes=m.ensemble.min_votes)
+            elif m.ensemble.fuse == "agree":
+                labels, is_confident = agree_labels(per_scale, labels, bars, min_votes=m.ensemble.min_votes)
             else:
                 is_confident = confident(labels, confidence, bars)
             is_confident = is_confident & include
