@@ -169,6 +169,15 @@ class EnsembleConfig(Section):
     min_votes: int = Field(
         1, ge=1, description="vote / agree: scales that must be confident in the pixel's label (1: any scale)"
     )
+    background_votes: int | Literal["all", "same"] = Field(
+        "same", description="vote / agree: scales that must be confident where the label is background (class 0); same: min_votes"
+    )
+
+    def background_votes_of(self, scales: int) -> int | None:
+        """background_votes as a count for this many scales (None: the same as min_votes)."""
+        if self.background_votes == "same":
+            return None
+        return scales if self.background_votes == "all" else int(self.background_votes)
 
     @field_validator("scales")
     @classmethod
@@ -184,6 +193,8 @@ class EnsembleConfig(Section):
     def _votes(self) -> EnsembleConfig:
         if self.min_votes > len(self.scales):
             raise ValueError(f"min_votes {self.min_votes} exceeds the {len(self.scales)} scale(s)")
+        if isinstance(self.background_votes, int) and not 1 <= self.background_votes <= len(self.scales):
+            raise ValueError(f"background_votes {self.background_votes} must be in 1..{len(self.scales)} (the scales), or all / same")
         return self
 
 

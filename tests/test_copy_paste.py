@@ -67,6 +67,7 @@ def batch(truth=False):
     dict(name="maskmatch", base="unimatch", conf_thresh=0.4, mix="bcp", pseudo_label={"weighting": "quality", "balance": "class"}),
     dict(name="fixmatch", conf_thresh=0.4),
     dict(name="maskmatch", conf_thresh=0.4, ensemble={"fuse": "agree"}),
+    dict(name="maskmatch", conf_thresh=0.4, ensemble={"fuse": "vote", "background_votes": "all"}),
 ])
 def test_ground_truth_of_unlabeled_images_only_reaches_the_logs(config):
     method = MethodConfig(**config, mask={"patch_size": 4})

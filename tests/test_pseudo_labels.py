@@ -214,3 +214,33 @@ def test_agree_labels_keeps_a_class_one_scale_is_sure_of_and_drops_contradiction
     assert agree_labels([a, b, c], fallback, bars, min_votes=2)[1].tolist() == [[True, False, False, False]]
     with pytest.raises(ValueError, match="min_votes"):
         agree_labels([a, b, c], fallback, bars, min_votes=4)
+
+
+def test_background_votes_make_background_need_more_scales_than_foreground():
+    from maskmatch_med.method.pseudo_labels import agree_labels
+
+    # 2 pixels labelled background by the mean, 1 pixel labelled RV; 3 scales, threshold 0.9.
+    # Pixel 0: all scales sure of background. Pixel 1: only one scale sure of background. Pixel 2: one scale sure of RV.
+    a = torch.tensor([[[0.95, 0.95, 0.05], [0.05, 0.05, 0.95]]])
+    b = torch.tensor([[[0.95, 0.60, 0.60], [0.05, 0.40, 0.40]]])
+    c = torch.tensor([[[0.95, 0.60, 0.45], [0.05, 0.40, 0.55]]])
+    labels = torch.tensor([[0, 0, 1]])
+    bars = torch.tensor([0.9, 0.9])
+    assert vote_valid([a, b, c], labels, bars, min_votes=1).tolist() == [[True, True, True]]
+    assert vote_valid([a, b, c], labels, bars, min_votes=1, background_votes=3).tolist() == [[True, False, True]]
+    fused, valid = agree_labels([a, b, c], labels, bars, min_votes=1, background_votes=3)
+    assert valid.tolist() == [[True, False, True]] and fused.tolist() == [[0, 0, 1]]
+    with pytest.raises(ValueError, match="background_votes"):
+        vote_valid([a, b, c], labels, bars, background_votes=4)
+
+
+def test_background_votes_recipe_values():
+    from pydantic import ValidationError
+
+    from maskmatch_med.config import EnsembleConfig
+
+    assert EnsembleConfig(background_votes="all").background_votes_of(3) == 3
+    assert EnsembleConfig().background_votes_of(3) is None  # "same": min_votes
+    assert EnsembleConfig(background_votes=2).background_votes_of(3) == 2
+    with pytest.raises(ValidationError, match="background_votes 4 must be in 1..3"):
+        EnsembleConfig(background_votes=4)

@@ -172,9 +172,25 @@ def confident(labels: torch.Tensor, confidence: torch.Tensor, thresholds: torch.
     return confidence >= thresholds.to(confidence.device, confidence.dtype)[labels]
 
 
-def vote_valid(per_scale: Sequence[torch.Tensor], labels: torch.Tensor, thresholds: torch.Tensor, min_votes: int | None = None) -> torch.Tensor:
+def _votes_needed(labels: torch.Tensor, scales: int, min_votes: int | None, background_votes: int | None) -> torch.Tensor | int:
+    """Votes each pixel needs: ``min_votes`` (default a majority), or ``background_votes`` where the label
+    is background (class 0)."""
+    needed = math.ceil(scales / 2) if min_votes is None else int(min_votes)
+    for name, value in (("min_votes", needed), ("background_votes", background_votes)):
+        if value is not None and not 1 <= int(value) <= scales:
+            raise ValueError(f"{name} must be in 1..{scales}, got {value}")
+    if background_votes is None or int(background_votes) == needed:
+        return needed
+    return torch.where(labels == 0, int(background_votes), needed)
+
+
+def vote_valid(
+    per_scale: Sequence[torch.Tensor], labels: torch.Tensor, thresholds: torch.Tensor, min_votes: int | None = None,
+    background_votes: int | None = None,
+) -> torch.Tensor:
     """Valid where at least ``min_votes`` scales (default: a majority) give the fused label a probability at
-    or above its class threshold. With one scale this is the plain threshold on that scale.
+    or above its class threshold; a background (class 0) label needs ``background_votes`` scales instead
+    (default: the same). With one scale this is the plain threshold on that scale.
 
     Args:
         per_scale: the scales' probabilities, each (B, K, *spatial) on the same grid.
@@ -183,9 +199,7 @@ def vote_valid(per_scale: Sequence[torch.Tensor], labels: torch.Tensor, threshol
     """
     if not per_scale:
         raise ValueError("per_scale must not be empty")
-    needed = math.ceil(len(per_scale) / 2) if min_votes is None else int(min_votes)
-    if not 1 <= needed <= len(per_scale):
-        raise ValueError(f"min_votes must be in 1..{len(per_scale)}, got {min_votes}")
+    needed = _votes_needed(labels, len(per_scale), min_votes, background_votes)
     bar = thresholds.to(labels.device)[labels]
     votes = torch.zeros_like(labels, dtype=torch.int32)
     for probs in per_scale:
@@ -195,12 +209,14 @@ def vote_valid(per_scale: Sequence[torch.Tensor], labels: torch.Tensor, threshol
 
 
 def agree_labels(
-    per_scale: Sequence[torch.Tensor], fallback: torch.Tensor, thresholds: torch.Tensor, min_votes: int = 1
+    per_scale: Sequence[torch.Tensor], fallback: torch.Tensor, thresholds: torch.Tensor, min_votes: int = 1,
+    background_votes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-scale fusion by decisions (``ensemble.fuse: agree``): each scale labels a pixel with its own
     argmax where it is confident (probability at or above that class's threshold); the pixel is valid
     where at least ``min_votes`` scales are confident and all confident scales give the same label,
-    which becomes the pseudo-label. Elsewhere the label is ``fallback`` (the mean's argmax) at weight 0.
+    which becomes the pseudo-label; a background (class 0) label needs ``background_votes`` confident
+    scales instead (default: the same). Elsewhere the label is ``fallback`` (the mean's argmax) at weight 0.
 
     Unlike the mean's argmax, a class that one scale finds confidently (a thin RV at full resolution)
     is not outvoted by a coarser scale's background; where scales confidently contradict each other the
@@ -210,15 +226,14 @@ def agree_labels(
     """
     if not per_scale:
         raise ValueError("per_scale must not be empty")
-    if not 1 <= int(min_votes) <= len(per_scale):
-        raise ValueError(f"min_votes must be in 1..{len(per_scale)}, got {min_votes}")
     stacked = torch.stack(list(per_scale))  # (S, B, K, *spatial)
     confidence, labels = stacked.max(dim=2)
     sure = confidence >= thresholds.to(labels.device, confidence.dtype)[labels]
     num_classes = stacked.shape[2]
     lowest = torch.where(sure, labels, torch.full_like(labels, num_classes)).amin(dim=0)
     highest = torch.where(sure, labels, torch.full_like(labels, -1)).amax(dim=0)
-    valid = (lowest == highest) & (sure.sum(dim=0) >= int(min_votes))
+    needed = _votes_needed(lowest, len(per_scale), min_votes, background_votes)
+    valid = (lowest == highest) & (sure.sum(dim=0) >= needed)
     return torch.where(valid, lowest, fallback), valid
 
 

@@ -213,10 +213,11 @@ class ConsistencyStep(TrainStep):
             if self.thresholds is not None:
                 self.thresholds.update(labels, confidence, include)
             bars = self.class_threshold_values(probs.shape[1])
+            votes = dict(min_votes=m.ensemble.min_votes, background_votes=m.ensemble.background_votes_of(len(per_scale)))
             if m.ensemble.fuse == "vote":
-                is_confident = vote_valid(per_scale, labels, bars, min_votes=m.ensemble.min_votes)
+                is_confident = vote_valid(per_scale, labels, bars, **votes)
             elif m.ensemble.fuse == "agree":
-                labels, is_confident = agree_labels(per_scale, labels, bars, min_votes=m.ensemble.min_votes)
+                labels, is_confident = agree_labels(per_scale, labels, bars, **votes)
             else:
                 is_confident = confident(labels, confidence, bars)
             is_confident = is_confident & include
