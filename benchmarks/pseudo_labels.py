@@ -3,8 +3,9 @@
 Loads a run's checkpoint (its EMA teacher, or the saved inference network), predicts every unlabeled
 training slice of the run's recipe without augmentation, and scores the pseudo-labels each rule keeps
 against the label files those cases have on disk (the phantom writes them): per class precision (of
-the confident pixels called c, the share that are c) and recall (of the pixels of c, the share
-confidently called c), and the share of all pixels that are confident. Ground truth is only read
+the confident pixels called c, the share that are c), recall (of the pixels of c, the share
+confidently called c) and "as background" (of the pixels of c, the share confidently called background:
+the pseudo-labels that teach the student to miss c), and the share of all pixels that are confident. Ground truth is only read
 here, to compare rules; nothing is trained.
 
     .venv/bin/python benchmarks/pseudo_labels.py runs/demo/checkpoints/best.pt
@@ -38,6 +39,7 @@ RULES = [
     ("scales 0.75-1.25, vote (majority)", [0.75, 1.0, 1.25], "vote"),
     ("scales 0.75-1.25, vote (any scale)", [0.75, 1.0, 1.25], "vote_any"),
     ("scales 0.75-1.25, agree (any scale, no contradiction)", [0.75, 1.0, 1.25], "agree"),
+    ("scales 0.75-1.25, vote (any scale; background: every scale)", [0.75, 1.0, 1.25], "vote_any_bg_all"),
     ("scales 0.9-1.1, vote (majority)", [0.9, 1.0, 1.1], "vote"),
 ]
 
@@ -67,7 +69,7 @@ def main() -> None:
     divisor = size_divisor(recipe.model)
     classwise = recipe.method.pseudo_label.threshold == "classwise"
     lines = [
-        "| rule | threshold | confident pixels (%) | " + " | ".join(f"{c} precision / recall (%)" for c in names[1:]) + " |",
+        "| rule | threshold | confident pixels (%) | " + " | ".join(f"{c} precision / recall / as background (%)" for c in names[1:]) + " |",
         "| --- | --- | ---: | " + " | ".join("---:" for _ in names[1:]) + " |",
     ]
     records = []
@@ -79,7 +81,7 @@ def main() -> None:
                 for start in range(0, len(slices), args.batch):
                     images = slices.images[start:start + args.batch]
                     per_scale = scale_probabilities(net, images, scales, divisor)
-                    per_batch.append((per_scale, fuse_probabilities(per_scale, "vote" if fuse == "vote_any" else fuse)))  # agree: the mean
+                    per_batch.append((per_scale, fuse_probabilities(per_scale, "mean" if fuse.startswith("vote") else fuse)))  # agree: the mean
                 # class-wise thresholds from this teacher's mean confidence per class over the whole set
                 fused_all = torch.cat([f for _, f in per_batch])
                 conf_all, label_all = fused_all.max(1)
@@ -92,7 +94,9 @@ def main() -> None:
                     bars = torch.full((k,), float(recipe.method.conf_thresh))
                 for per_scale, fused in per_batch:
                     conf, lab = fused.max(1)
-                    if fuse.startswith("vote"):
+                    if fuse == "vote_any_bg_all":
+                        ok = vote_valid(per_scale, lab, bars, min_votes=1, background_votes=len(per_scale))
+                    elif fuse.startswith("vote"):
                         ok = vote_valid(per_scale, lab, bars, min_votes=1 if fuse == "vote_any" else None)
                     elif fuse == "agree":
                         lab, ok = agree_labels(per_scale, lab, bars)
@@ -102,7 +106,10 @@ def main() -> None:
                     valid.append(ok)
             stats = pseudo_label_stats(torch.cat(labels), torch.cat(valid), names, slices.audit.long())
             records.append({"rule": rule, "threshold": threshold, **stats})
-            cells = [f"{100 * stats[f'pl_precision_{c}']:.1f} / {100 * stats[f'pl_recall_{c}']:.1f}" for c in names[1:]]
+            cells = [
+                f"{100 * stats[f'pl_precision_{c}']:.1f} / {100 * stats[f'pl_recall_{c}']:.1f} / {100 * stats[f'pl_as_background_{c}']:.1f}"
+                for c in names[1:]
+            ]
             lines.append(f"| {rule} | {threshold} | {100 * stats['pl_valid_frac']:.1f} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + (
         f"\n\nTeacher of {args.checkpoint} (iteration {state['iteration']}); {len(slices)} unlabeled slices of "

@@ -101,6 +101,8 @@ def test_pseudo_label_stats_against_truth():
     assert stats["pl_dice_RV"] == pytest.approx(0.5)
     assert stats["pl_precision_LV"] == 1.0 and stats["pl_recall_LV"] == 0.5 and stats["pl_dice_LV"] == pytest.approx(2 / 3)
     assert "pl_dice_background" not in stats
+    # RV pixels: index 1 (labelled RV) and 5 (validly labelled background); LV: index 4 is not valid
+    assert stats["pl_as_background_RV"] == pytest.approx(0.5) and stats["pl_as_background_LV"] == 0.0
     # unknown truth (255) and no class present give NaN, not a made-up number
     stats = pseudo_label_stats(labels, valid, ["background", "RV", "LV"], torch.full_like(truth, 255))
     assert math.isnan(stats["pl_recall_RV"]) and math.isnan(stats["pl_precision_RV"])

@@ -96,7 +96,7 @@ def test_unlabeled_ground_truth_is_logged_and_nothing_else(tmp_path, phantom_roo
         assert code == 0, err
         runs[name] = tmp_path / name
     seen, blind_log = rows(runs["seen"]), rows(runs["blind"])
-    quality = [k for k in seen[-1] if k.startswith(("pl_precision_", "pl_recall_", "pl_dice_"))]
+    quality = [k for k in seen[-1] if k.startswith(("pl_precision_", "pl_recall_", "pl_dice_", "pl_as_background_"))]
     assert quality and not any(k in blind_log[-1] for k in quality)
     for a, b in zip(seen, blind_log):
         assert {k: v for k, v in a.items() if k not in quality} == b

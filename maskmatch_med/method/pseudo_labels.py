@@ -258,8 +258,9 @@ def pseudo_label_stats(
     ``pl_valid_frac``: share of (included) pixels that pass the threshold; ``pl_share_<class>``: the
     class histogram of the valid pseudo-labels (sums to 1 over ``class_names``, background first).
     With ``truth`` (long (B, *spatial), 255 = unknown), for each foreground class: ``pl_precision_<c>``
-    (valid pixels labelled c that are c), ``pl_recall_<c>`` (pixels of c that are validly labelled c)
-    and ``pl_dice_<c>``; NaN where undefined (no such pixels in the batch).
+    (valid pixels labelled c that are c), ``pl_recall_<c>`` (pixels of c that are validly labelled c),
+    ``pl_dice_<c>`` and ``pl_as_background_<c>`` (pixels of c validly labelled background: what teaches
+    the student to miss c); NaN where undefined (no such pixels in the batch).
     """
     include = torch.ones_like(valid) if include is None else include
     valid = valid & include
@@ -281,4 +282,6 @@ def pseudo_label_stats(
             stats[f"pl_precision_{name}"] = tp / n_pred if n_pred else float("nan")
             stats[f"pl_recall_{name}"] = tp / n_true if n_true else float("nan")
             stats[f"pl_dice_{name}"] = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
+            missed = (valid & actual & (labels == 0)).sum().item()
+            stats[f"pl_as_background_{name}"] = missed / n_true if n_true else float("nan")
     return stats
