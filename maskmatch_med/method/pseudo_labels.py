@@ -79,14 +79,10 @@ def class_sums(
     """(K,) pixel counts and (K,) sums of ``values`` per label over the included pixels (float32, on the
     labels' device), summed over ranks by ``reduce_sum`` when given."""
     labels, values = labels.flatten(), values.flatten().float()
-    if include is not None:
-        weight = include.flatten().float()
-        counts = torch.bincount(labels, weights=weight, minlength=num_classes)[:num_classes]
-        sums = torch.bincount(labels, weights=values * weight, minlength=num_classes)[:num_classes]
-    else:
-        counts = torch.bincount(labels, minlength=num_classes)[:num_classes].float()
-        sums = torch.bincount(labels, weights=values, minlength=num_classes)[:num_classes]
-    stacked = torch.stack([counts.float(), sums.float()])
+    weight = torch.ones_like(values) if include is None else include.flatten().float()
+    counts = torch.bincount(labels, weights=weight, minlength=num_classes)[:num_classes]
+    sums = torch.bincount(labels, weights=values * weight, minlength=num_classes)[:num_classes]
+    stacked = torch.stack([counts, sums]).float()
     if reduce_sum is not None:
         stacked = reduce_sum(stacked)
     return stacked[0], stacked[1]
