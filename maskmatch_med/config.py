@@ -203,6 +203,10 @@ class MaskConfig(Section):
     patch_size: int | list[int] = Field(16, description="patch edge in pixels, or one per spatial axis")
     view: Literal["strong", "weak"] = "strong"
     fill: float = Field(0.0, description="value of dropped patches (0 = the normalised mean)")
+    norm_statistics: Literal["shared", "apart"] = Field(
+        "shared",
+        description="shared: the masked view joins the other views' forward pass and BatchNorm statistics; apart: its own pass, which leaves the running statistics (what validation, the teacher and predict use) to the unmasked views",
+    )
 
     @field_validator("patch_size")
     @classmethod
@@ -275,6 +279,10 @@ class MethodConfig(Section):
     bcp_box: float = Field(2 / 3, gt=0.0, le=1.0, description="bcp: box side as a fraction of each spatial axis (BCP: 2/3)")
     bcp_outward: bool = Field(
         True, description="bcp: also paste unlabeled content into the labeled view (BCP's outward direction); false keeps the supervised view whole"
+    )
+    domain_norm: Literal["shared", "separate"] = Field(
+        "shared",
+        description="domain adaptation: separate gives the labeled source view its own BatchNorm statistics; the model's own (saved, used by predict) are the target's",
     )
     pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
@@ -372,6 +380,10 @@ class Recipe(Section):
     def _data_source(self) -> Recipe:
         if self.data.layout in ("voc", "cityscapes") and self.model.spatial_dims != 2:
             raise ValueError(f"model.spatial_dims: layout '{self.data.layout}' holds 2D photos; use 2")
+        if self.method.domain_norm == "separate" and not self.data.domain_adaptation:
+            raise ValueError("method.domain_norm: 'separate' needs domain adaptation data (data.labeled and data.unlabeled with their domains)")
+        if self.method.domain_norm == "separate" and self.method.name == "supervised":
+            raise ValueError("method.domain_norm: 'separate' needs the unlabeled target images, which 'supervised' does not load")
         if self.data.domain_adaptation:
             return self  # the sources carry their own locations
         if self.data.layout == "acdc" and self.data.root is None:

@@ -375,3 +375,36 @@ def test_synth_first_numbers_patients(run_cli, tmp_path):
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["patient031", "patient032"]
     code, _, err = run_cli("synth", "acdc", "--out", tmp_path / "d", "--patients", "5", "--first", "998")
     assert code == 2 and "patient numbers up to 999" in err
+
+
+def test_separate_source_statistics_train_validate_and_resume_exactly(tmp_path, two_styles, run_cli, monkeypatch):
+    """method.domain_norm separate: the checkpoint carries the source statistics of student and teacher
+    beside the model's own (the target's), and a resumed run reproduces them exactly."""
+    import torch
+
+    from conftest import train_interrupted_after
+
+    where = [f"data.labeled.root={two_styles / 'A'}", f"data.labeled.manifest={two_styles / 'mA'}",
+             f"data.unlabeled.root={two_styles / 'C'}", f"data.unlabeled.manifest={two_styles / 'mC'}"]
+    settings = where + TINY + ["method.domain_norm=separate", "method.warmup_iterations=1", "method.rampup_iterations=0",
+                               "train.val_every=2", "train.iterations=4"]
+    recipes = {}
+    for name in ("full", "split"):
+        recipe = load_recipe(REPO / "recipes" / "da_demo.yaml", [*settings, f"output_dir={tmp_path / name}"])
+        recipes[name] = tmp_path / f"{name}.yaml"
+        recipes[name].write_text(recipe.to_yaml())
+    code, out, err = run_cli("train", recipes["full"], "--no-progress")
+    assert code == 0, err
+    assert "; target: Dice " in out
+    assert train_interrupted_after(run_cli, monkeypatch, recipes["split"], 2)[0] == 130
+    assert run_cli("train", recipes["split"], "--no-progress", "--resume")[0] == 0
+    a, b = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True) for n in ("full", "split"))
+    source = a["source_statistics"]
+    assert source["student"] and source["teacher"]
+    key = next(k for k in source["teacher"] if k.endswith("running_mean"))
+    assert not torch.equal(source["teacher"][key], a["teacher"][key])  # two sets, not one
+    for who in ("student", "teacher"):
+        for k, v in source[who].items():
+            torch.testing.assert_close(v, b["source_statistics"][who][k], rtol=0, atol=0, msg=f"{who} {k}")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)

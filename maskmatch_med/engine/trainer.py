@@ -25,6 +25,7 @@ from maskmatch_med.engine.run_log import RunLog, validation_summary
 from maskmatch_med.engine.training_data import TrainingData, TrainingDataBuilder
 from maskmatch_med.engine.writers import check_output_directory, write_text_atomic
 from maskmatch_med.errors import TrainingInterrupted, UserError
+from maskmatch_med.method.domain_norm import DomainStatistics
 from maskmatch_med.method.ema import ema_update, make_teacher
 from maskmatch_med.method.schedules import unsupervised_weight
 from maskmatch_med.method.steps import Batch, build_step
@@ -201,6 +202,14 @@ class Trainer:
                 print("train.sync_bn: SyncBatchNorm needs CUDA; each CPU process keeps its own batch statistics")
         self.model = model  # the bare student: EMA, checkpoints and the shared teacher use it
         self.teacher = make_teacher(model) if self.step.semi_supervised and recipe.method.teacher == "ema" else None
+        # Domain adaptation, `method.domain_norm: separate`: the source view's BatchNorm statistics apart.
+        self.source_stats = self.teacher_source_stats = None
+        if recipe.method.domain_norm == "separate":
+            self.source_stats = DomainStatistics(model)
+            self.teacher_source_stats = DomainStatistics(self.teacher) if self.teacher is not None else None
+            self.step.source_statistics = self.source_stats.source
+            if hasattr(self.validator, "source_statistics"):
+                self.validator.source_statistics = self._source_statistics_of
         self.student = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.dist.enabled else model
         self.optimizer = build_optimizer(recipe, model)
         # Augmentation randomness differs per rank; data order comes from the stateless samplers.
@@ -209,6 +218,11 @@ class Trainer:
         if resume:
             self._resume()
         self.eval_model = self.teacher if (self.teacher is not None and t.eval_model != "student") else model
+
+    def _source_statistics_of(self, model: torch.nn.Module):
+        """The context in which ``model`` (student or teacher) normalises with its source statistics."""
+        stats = self.teacher_source_stats if model is self.teacher else self.source_stats
+        return stats.source()
 
     @property
     def timer(self) -> PhaseTimer:
@@ -250,6 +264,14 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step.load_state_dict(state.get("step_state") or {})
+        if self.source_stats is not None:
+            stats = state.get("source_statistics") or {}
+            try:
+                self.source_stats.load_state_dict(stats.get("student"))
+                if self.teacher_source_stats is not None:
+                    self.teacher_source_stats.load_state_dict(stats.get("teacher"))
+            except ValueError as error:
+                raise UserError(f"{path}: {error}") from None
         generators = state["rng"]["generators"]
         if len(generators) == self.dist.world_size:
             self.generator.set_state(generators[self.dist.rank])
@@ -270,6 +292,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "step_state": self.step.state_dict(),  # what the method step learns over time (class-wise thresholds)
+            # method.domain_norm separate: the source view's BatchNorm statistics (the model's own are the target's)
+            "source_statistics": {
+                "student": self.source_stats.state_dict(),
+                "teacher": self.teacher_source_stats.state_dict() if self.teacher_source_stats is not None else None,
+            } if self.source_stats is not None else None,
             "iteration": iteration,
             "best_score": self.best_score,
             "best_iteration": self.best_iteration,
@@ -326,7 +353,9 @@ class Trainer:
                 # The teacher follows the student during the warm-up too (it is what validation scores),
                 # and its EMA warm-up starts again with the restart.
                 since = iteration - m.warmup_iterations if iteration >= m.warmup_iterations else iteration
-                ema_update(self.teacher, self.model, m.ema_momentum, step=since)
+                used = ema_update(self.teacher, self.model, m.ema_momentum, step=since)
+                if self.teacher_source_stats is not None:
+                    self.teacher_source_stats.follow(self.source_stats, used)
         return {**output.logs, "lr": lr}
 
     def run(self) -> TrainResult:

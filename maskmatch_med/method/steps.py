@@ -17,8 +17,9 @@ maskmatch_med.timing.PhaseTimer unless a profiler such as benchmarks/speed.py sw
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from maskmatch_med.timing import PhaseTimer
 from maskmatch_med.method.augment import (
     colour_augment, copy_paste, copy_paste_box_mask, cutmix, cutmix_box_mask, strong_augment, weak_augment,
 )
+from maskmatch_med.method.domain_norm import frozen_statistics
 from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
 from maskmatch_med.method.losses import ohem_loss, pseudo_label_dice_loss, pseudo_label_loss, supervised_loss
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
@@ -80,6 +82,9 @@ class TrainStep:
     """
 
     reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Domain adaptation with `method.domain_norm: separate`: a context in which the student normalises
+    # with the source domain's BatchNorm statistics (method/domain_norm.py); the labeled view runs in it.
+    source_statistics: Callable[[], ContextManager] | None = None
 
     semi_supervised = True
 
@@ -128,6 +133,27 @@ class TrainStep:
         if kind == "ce_dice":
             return (ce + pseudo_label_dice_loss(logits, targets, weights)) / 2
         return ce
+
+    def forward_views(self, student: nn.Module, views: list[torch.Tensor], masked: int | None = None) -> list[torch.Tensor]:
+        """The student's logits of each view. One forward pass over all views keeps the network's batch
+        statistics shared. With ``source_statistics`` the labeled (source) view, ``views[0]``, has its
+        own pass in that context; with ``mask.norm_statistics: apart`` the masked view (index
+        ``masked``) has its own pass that leaves the running statistics alone."""
+        apart = masked if masked is not None and self.method.mask.norm_statistics == "apart" else None
+        logits: list[torch.Tensor | None] = [None] * len(views)
+        passes = []
+        if self.source_statistics is not None:
+            passes.append(([0], self.source_statistics))
+        shared = [i for i in range(len(views)) if i != apart and not (passes and i == 0)]
+        passes.append((shared, contextlib.nullcontext))
+        if apart is not None:
+            passes.append(([apart], lambda: frozen_statistics(student)))
+        for indices, context in passes:
+            with context():
+                out = student(torch.cat([views[i] for i in indices]))
+            for i, part in zip(indices, out.split([views[i].shape[0] for i in indices])):
+                logits[i] = part
+        return logits
 
     def supervised_only(self, student, batch, generator) -> StepOutput:
         """The labeled batch alone: the supervised method, and any method's warm-up."""
@@ -310,8 +336,7 @@ class ConsistencyStep(TrainStep):
                 views.append(masked_u)
 
         with timer.section("student"):
-            # One forward pass over all views keeps the network's batch statistics shared.
-            logits = student(torch.cat(views)).split([v.shape[0] for v in views])
+            logits = self.forward_views(student, views, masked=2 if self.masked else None)
             loss_x = self.supervised(logits[0], labels_in)
             loss_s = self.unsupervised(logits[1], strong_targets, strong_weights)
             logs = {"loss_x": loss_x.item(), "loss_s": loss_s.item()}
@@ -359,9 +384,19 @@ class UniMatchStep(ConsistencyStep):
                 views.append(masked_u)
         with timer.section("student"):
             views.append(weak_u)  # decoded from perturbed features: the last rows of the batch
+            logits = []
+            if self.source_statistics is not None:  # the labeled view in its own pass, unperturbed
+                with self.source_statistics():
+                    logits.append(student(views.pop(0)))
+            masked_apart = None
+            if self.masked and m.mask.norm_statistics == "apart":  # own pass, running statistics untouched
+                masked_apart = views.pop(len(views) - 2)
             batch_views = torch.cat(views)
             with perturbed_encoder(student, m.fp_dropout, generator, rows=slice(batch_views.shape[0] - weak_u.shape[0], None)):
-                logits = student(batch_views).split([v.shape[0] for v in views])
+                logits += student(batch_views).split([v.shape[0] for v in views])
+            if masked_apart is not None:
+                with frozen_statistics(student):
+                    logits.insert(len(logits) - 1, student(masked_apart))
             fp_logits = logits[-1]
 
             terms = {

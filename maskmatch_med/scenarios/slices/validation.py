@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, ContextManager
+
 import numpy as np
 import torch
 
@@ -31,6 +33,10 @@ class DomainSliceVolumeValidator(SliceVolumeValidator):
     vendors). The best checkpoint is the one with the best target validation Dice when the target has
     labeled validation cases, else the best source validation Dice."""
 
+    # With `method.domain_norm: separate` the trainer sets this: model -> the context in which that
+    # model normalises with its source-domain statistics, for the source cases.
+    source_statistics: Callable[[torch.nn.Module], ContextManager] | None = None
+
     def __init__(self, cases: list[LoadedCase], recipe: Recipe, device: torch.device, divisor: int, domain_roles: dict[str, str]):
         super().__init__(cases, recipe, device, divisor)
         self.domain_roles = domain_roles
@@ -47,6 +53,12 @@ class DomainSliceVolumeValidator(SliceVolumeValidator):
             if loaded.case.domain not in ("source", "target"):
                 groups.setdefault(loaded.case.domain, []).append(index)
         return groups
+
+    def labels(self, model: torch.nn.Module, loaded: LoadedCase) -> np.ndarray:
+        if self.source_statistics is not None and self.domain_roles[loaded.case.domain] == "source":
+            with self.source_statistics(model):
+                return super().labels(model, loaded)
+        return super().labels(model, loaded)
 
     def __call__(self, model: torch.nn.Module) -> tuple[dict[str, float], list[np.ndarray]]:
         per_case, previews = self.score_cases(model)
