@@ -13,7 +13,8 @@ the source domain beside a model's own, in the spirit of domain-specific BatchNo
 CVPR 2019) with the affine weights shared. The model's own buffers are the target's: the domain it is
 adapted to and exported for, so an unchanged `predict` normalises target scans with target statistics.
 Inside `with stats.source():` the two sets are swapped, so that a source forward pass (the labeled
-view) normalises with, and updates, only the source set.
+view) normalises with, and updates, only the source set. Under DDP the buffers that DDP broadcasts
+from rank 0 are the model's own (target) set; each rank's source set follows its own source batches.
 """
 
 from __future__ import annotations
