@@ -25,24 +25,25 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from maskmatch_med.method.ema import unwrap
+
 __all__ = ["DomainStatistics", "frozen_statistics", "norm_buffers"]
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        return model.module
-    return model
+def _norm_layers(model: nn.Module) -> Iterator[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """(name, layer) of every BatchNorm (and SyncBatchNorm) layer of ``model`` that keeps running statistics."""
+    for prefix, module in unwrap(model).named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            yield prefix, module
 
 
 def _slots(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """Every BatchNorm (and SyncBatchNorm) running buffer of ``model`` as (module, attribute), by its
-    name in ``named_buffers``."""
+    """Every BatchNorm running buffer of ``model`` as (module, attribute), by its name in ``named_buffers``."""
     found = {}
-    for prefix, module in _unwrap(model).named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            for name, buffer in module.named_buffers(recurse=False):
-                if buffer is not None:
-                    found[f"{prefix}.{name}" if prefix else name] = (module, name)
+    for prefix, module in _norm_layers(model):
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None:
+                found[f"{prefix}.{name}" if prefix else name] = (module, name)
     return found
 
 
@@ -56,7 +57,7 @@ def frozen_statistics(model: nn.Module) -> Iterator[None]:
     """Training-mode BatchNorm inside normalises with each batch's own statistics but leaves the running
     statistics as they are (momentum 0), so that inputs unlike any at inference, such as the masked
     view with 70% of its patches blanked, do not shift what validation, the teacher and predict use."""
-    layers = [m for m in _unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    layers = [layer for _, layer in _norm_layers(model)]
     momenta = [m.momentum for m in layers]
     for layer in layers:
         layer.momentum = 0.0
@@ -75,7 +76,7 @@ class DomainStatistics:
     """
 
     def __init__(self, model: nn.Module):
-        self.model = _unwrap(model)
+        self.model = unwrap(model)
         self.stored: dict[str, torch.Tensor] | None = None
 
     def _swap(self) -> None:

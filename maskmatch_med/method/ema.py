@@ -7,10 +7,10 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["make_teacher", "ema_update"]
+__all__ = ["make_teacher", "ema_update", "unwrap"]
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The wrapped module of DistributedDataParallel / DataParallel, else the model itself."""
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         return model.module
@@ -19,7 +19,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def make_teacher(student: nn.Module) -> nn.Module:
     """A deep copy of the student with gradients off, in eval mode."""
-    teacher = copy.deepcopy(_unwrap(student))
+    teacher = copy.deepcopy(unwrap(student))
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
@@ -42,8 +42,8 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float, step: in
             raise ValueError(f"step must be >= 0, got {step}")
         momentum = min(1.0 - 1.0 / (step + 1), momentum)
     weight = 1.0 - momentum
-    student = _unwrap(student)
-    teacher = _unwrap(teacher)
+    student = unwrap(student)
+    teacher = unwrap(teacher)
 
     t_params = dict(teacher.named_parameters())
     s_params = dict(student.named_parameters())

@@ -134,23 +134,28 @@ class TrainStep:
             return (ce + pseudo_label_dice_loss(logits, targets, weights)) / 2
         return ce
 
-    def forward_views(self, student: nn.Module, views: list[torch.Tensor], masked: int | None = None) -> list[torch.Tensor]:
+    def forward_views(
+        self, student: nn.Module, views: list[torch.Tensor], masked: int | None = None,
+        shared_context: Callable[[int], ContextManager] | None = None,
+    ) -> list[torch.Tensor]:
         """The student's logits of each view. One forward pass over all views keeps the network's batch
         statistics shared. With ``source_statistics`` the labeled (source) view, ``views[0]``, has its
         own pass in that context; with ``mask.norm_statistics: apart`` the masked view (index
-        ``masked``) has its own pass that leaves the running statistics alone."""
-        apart = masked if masked is not None and self.method.mask.norm_statistics == "apart" else None
+        ``masked``) has its own pass that leaves the running statistics alone. ``shared_context`` (given
+        the shared pass's batch size) wraps the shared pass only: UniMatch's feature perturbation."""
+        source = [0] if self.source_statistics is not None else []
+        apart = [masked] if masked is not None and self.method.mask.norm_statistics == "apart" else []
+        shared = [i for i in range(len(views)) if i not in source + apart]
+        passes = [(source, self.source_statistics), (shared, None), (apart, lambda: frozen_statistics(student))]
         logits: list[torch.Tensor | None] = [None] * len(views)
-        passes = []
-        if self.source_statistics is not None:
-            passes.append(([0], self.source_statistics))
-        shared = [i for i in range(len(views)) if i != apart and not (passes and i == 0)]
-        passes.append((shared, contextlib.nullcontext))
-        if apart is not None:
-            passes.append(([apart], lambda: frozen_statistics(student)))
         for indices, context in passes:
+            if not indices:
+                continue
+            batch = torch.cat([views[i] for i in indices])
+            if context is None:
+                context = (lambda: shared_context(batch.shape[0])) if shared_context is not None else contextlib.nullcontext
             with context():
-                out = student(torch.cat([views[i] for i in indices]))
+                out = student(batch)
             for i, part in zip(indices, out.split([views[i].shape[0] for i in indices])):
                 logits[i] = part
         return logits
@@ -383,20 +388,9 @@ class UniMatchStep(ConsistencyStep):
                 masked_u, masked_targets, masked_weights = self.masked_view(strong1, targets1, weights1, weak_u, pl, generator)
                 views.append(masked_u)
         with timer.section("student"):
-            views.append(weak_u)  # decoded from perturbed features: the last rows of the batch
-            logits = []
-            if self.source_statistics is not None:  # the labeled view in its own pass, unperturbed
-                with self.source_statistics():
-                    logits.append(student(views.pop(0)))
-            masked_apart = None
-            if self.masked and m.mask.norm_statistics == "apart":  # own pass, running statistics untouched
-                masked_apart = views.pop(len(views) - 2)
-            batch_views = torch.cat(views)
-            with perturbed_encoder(student, m.fp_dropout, generator, rows=slice(batch_views.shape[0] - weak_u.shape[0], None)):
-                logits += student(batch_views).split([v.shape[0] for v in views])
-            if masked_apart is not None:
-                with frozen_statistics(student):
-                    logits.insert(len(logits) - 1, student(masked_apart))
+            views.append(weak_u)  # decoded from perturbed features: the last rows of the shared pass
+            perturbed = lambda rows: perturbed_encoder(student, m.fp_dropout, generator, rows=slice(rows - weak_u.shape[0], None))
+            logits = self.forward_views(student, views, masked=3 if self.masked else None, shared_context=perturbed)
             fp_logits = logits[-1]
 
             terms = {
