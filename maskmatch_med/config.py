@@ -284,6 +284,15 @@ class MethodConfig(Section):
         "shared",
         description="domain adaptation: separate gives the labeled source view its own BatchNorm statistics; the model's own (saved, used by predict) are the target's",
     )
+    recalibrate_norm: int = Field(
+        0,
+        ge=0,
+        description="before each validation and in the saved inference weights, re-estimate the evaluated network's BatchNorm statistics on this many clean unlabeled batches (the target's, in domain adaptation; AdaBN); 0: off",
+    )
+    teacher_norm: Literal["running", "batch"] = Field(
+        "running",
+        description="BatchNorm of the teacher when it labels: running statistics, or batch: each weak unlabeled batch's own (the target's, in domain adaptation)",
+    )
     pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)
@@ -380,6 +389,8 @@ class Recipe(Section):
     def _data_source(self) -> Recipe:
         if self.data.layout in ("voc", "cityscapes") and self.model.spatial_dims != 2:
             raise ValueError(f"model.spatial_dims: layout '{self.data.layout}' holds 2D photos; use 2")
+        if self.method.recalibrate_norm and self.method.domain_norm == "separate":
+            raise ValueError("method.recalibrate_norm: cannot be combined with method.domain_norm 'separate' (the target statistics would be replaced); use one of them")
         if self.method.domain_norm == "separate" and not self.data.domain_adaptation:
             raise ValueError("method.domain_norm: 'separate' needs domain adaptation data (data.labeled and data.unlabeled with their domains)")
         if self.method.domain_norm == "separate" and self.method.name == "supervised":

@@ -27,6 +27,7 @@ from maskmatch_med.engine.writers import check_output_directory, write_text_atom
 from maskmatch_med.errors import TrainingInterrupted, UserError
 from maskmatch_med.method.domain_norm import DomainStatistics
 from maskmatch_med.method.ema import ema_update, make_teacher
+from maskmatch_med.method.norm_recalibration import batch_statistics_teacher, recalibrated_copy, spread_indices
 from maskmatch_med.method.schedules import unsupervised_weight
 from maskmatch_med.method.steps import Batch, build_step
 from maskmatch_med.models import build_model, size_divisor
@@ -218,6 +219,36 @@ class Trainer:
         if resume:
             self._resume()
         self.eval_model = self.teacher if (self.teacher is not None and t.eval_model != "student") else model
+        self._calibrated: tuple[int, torch.nn.Module] | None = None  # (iteration, recalibrated eval_model)
+        # A supervised baseline run with a semi-supervised recipe (--set method.name=supervised) loads no
+        # unlabeled images to re-estimate on; it keeps the trained statistics, and says so.
+        self.recalibrate_batches = recipe.method.recalibrate_norm if self.unlabeled is not None else 0
+        if recipe.method.recalibrate_norm and not self.recalibrate_batches and self.dist.is_main:
+            print(f"note: method.recalibrate_norm={recipe.method.recalibrate_norm} is not used: {recipe.method.name} loads no unlabeled images")
+        if self.recalibrate_batches and self.dist.enabled and any(isinstance(x, torch.nn.SyncBatchNorm) for x in model.modules()):
+            # Only rank 0 validates; a SyncBatchNorm forward in training mode would wait for the other ranks.
+            raise UserError("method.recalibrate_norm: cannot be combined with train.sync_bn under torchrun; set one of them off")
+
+    def _recalibration_batches(self):
+        """Clean unlabeled batches (no augmentation; the target's in domain adaptation), spread over the whole
+        set and the same at every validation; a generator of their own leaves the training's untouched."""
+        t = self.recipe.train
+        size = t.unlabeled_batch_size or t.batch_size
+        index = spread_indices(len(self.unlabeled), self.recalibrate_batches * size)
+        generator = torch.Generator().manual_seed(t.seed)
+        for chunk in index.split(size):
+            images, _ = self.unlabeled.batch(chunk, generator)
+            yield images.to(self.device)
+
+    def _inference_model(self, iteration: int) -> torch.nn.Module:
+        """What validation scores and the checkpoint's "inference" weights hold: the eval model, or with
+        method.recalibrate_norm its copy with BatchNorm statistics re-estimated on clean unlabeled images
+        (once per iteration: validation and the checkpoints written after it share it)."""
+        if not self.recalibrate_batches:
+            return self.eval_model
+        if self._calibrated is None or self._calibrated[0] != iteration:
+            self._calibrated = (iteration, recalibrated_copy(self.eval_model, self._recalibration_batches))
+        return self._calibrated[1]
 
     def _source_statistics_of(self, model: torch.nn.Module):
         """The context in which ``model`` (student or teacher) normalises with its source statistics."""
@@ -288,7 +319,7 @@ class Trainer:
             "in_channels": self.data.in_channels,
             "model": self.model.state_dict(),
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-            "inference": self.eval_model.state_dict(),
+            "inference": self._inference_model(iteration).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "step_state": self.step.state_dict(),  # what the method step learns over time (class-wise thresholds)
@@ -331,6 +362,8 @@ class Trainer:
                 # Ground truth on disk for unlabeled images, if any: for the pl_* logs only.
                 truth = self.unlabeled.truth(index) if hasattr(self.unlabeled, "truth") else None
         teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
+        if m.teacher_norm == "batch":
+            teacher = batch_statistics_teacher(self.teacher if self.teacher is not None else self.model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             batch = Batch(images, labels, unlabeled, unlabeled_ignore, truth)
             # Only the iterations the run log keeps pay for the pseudo-label statistics.
@@ -441,7 +474,7 @@ class Trainer:
         )
 
     def _validate(self, done: int, log: RunLog, bar: tqdm, generators: list[torch.Tensor]) -> None:
-        metrics, previews = self.validator(self.eval_model)
+        metrics, previews = self.validator(self._inference_model(done))
         score_key = self.validator.score_key
         if metrics[score_key] > self.best_score:
             self.best_score, self.best_iteration = metrics[score_key], done
