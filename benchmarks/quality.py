@@ -122,6 +122,9 @@ SSL_RECIPE = "r2"
 # the any-scale vote made true foreground confident background); FixMatch and UniMatch never fused scales,
 # so their r2 runs stand.
 MASKMATCH_RECIPE = "r3"
+# da_demo.yaml re-estimates BatchNorm statistics on clean target slices before validation and export
+# (method.recalibrate_norm): its semi-supervised runs carry this tag; source-only runs are unaffected.
+DA_RECIPE = "r3"
 
 
 def run_key(row: Row, seed: int, iterations: int) -> str:
@@ -130,7 +133,9 @@ def run_key(row: Row, seed: int, iterations: int) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in row.name.lower()).strip("-")
     if "method.name=supervised" in row.overrides:
         tag = ""
-    elif "method.name=maskmatch" in row.overrides and row.group != "da":  # da_demo.yaml did not change
+    elif row.group == "da":
+        tag = f"__{DA_RECIPE}"
+    elif "method.name=maskmatch" in row.overrides:
         tag = f"__{MASKMATCH_RECIPE}"
     else:
         tag = f"__{SSL_RECIPE}"

@@ -289,10 +289,6 @@ class MethodConfig(Section):
         ge=0,
         description="before each validation and in the saved inference weights, re-estimate the evaluated network's BatchNorm statistics on this many clean unlabeled batches (the target's, in domain adaptation; AdaBN); 0: off",
     )
-    teacher_norm: Literal["running", "batch"] = Field(
-        "running",
-        description="BatchNorm of the teacher when it labels: running statistics, or batch: each weak unlabeled batch's own (the target's, in domain adaptation)",
-    )
     pseudo_label: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)

@@ -386,7 +386,7 @@ def test_separate_source_statistics_train_validate_and_resume_exactly(tmp_path, 
 
     where = [f"data.labeled.root={two_styles / 'A'}", f"data.labeled.manifest={two_styles / 'mA'}",
              f"data.unlabeled.root={two_styles / 'C'}", f"data.unlabeled.manifest={two_styles / 'mC'}"]
-    settings = where + TINY + ["method.domain_norm=separate", "method.warmup_iterations=1", "method.rampup_iterations=0",
+    settings = where + TINY + ["method.domain_norm=separate", "method.recalibrate_norm=0", "method.warmup_iterations=1", "method.rampup_iterations=0",
                                "train.val_every=2", "train.iterations=4"]
     recipes = {}
     for name in ("full", "split"):

@@ -1,6 +1,6 @@
-"""BatchNorm statistics re-estimated on clean unlabeled images (method.recalibrate_norm) and the teacher
-that labels with each batch's own statistics (method.teacher_norm batch): the pure functions, then a
-tiny CLI run that validates and saves the re-estimated copy while training and resume stay as they were."""
+"""BatchNorm statistics re-estimated on clean unlabeled images (method.recalibrate_norm): the pure
+functions, then tiny CLI runs that validate and save the re-estimated copy while training and resume
+stay as they were."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_recipe, train_interrupted_after
-from maskmatch_med.method.norm_recalibration import batch_statistics_teacher, recalibrate_statistics, recalibrated_copy, spread_indices
+from maskmatch_med.method.norm_recalibration import recalibrate_statistics, recalibrated_copy, spread_indices
 
 
 def net() -> nn.Module:
@@ -67,21 +67,6 @@ def test_a_model_without_batchnorm_is_left_as_it_is():
     assert recalibrate_statistics(model, images().split(4)) == 0
 
 
-def test_batch_statistics_teacher_normalises_by_the_batch_and_keeps_the_running_values():
-    model = net().eval()
-    before = copy.deepcopy(model.state_dict())
-    x = images()
-    out = batch_statistics_teacher(model)(x)
-    # what a BatchNorm in training mode computes, with dropout off
-    reference = copy.deepcopy(model).train()
-    reference[3].eval()
-    torch.testing.assert_close(out, reference(x))
-    assert not model.training and model[0].momentum == 0.1
-    for key in ("0.running_mean", "0.running_var", "2.running_mean", "2.running_var"):
-        assert torch.equal(model.state_dict()[key], before[key]), key
-    torch.testing.assert_close(batch_statistics_teacher(model)(x), out)  # deterministic
-
-
 def test_a_supervised_run_of_a_recalibrating_recipe_says_it_keeps_its_statistics(tmp_path, phantom_root, tiny_manifest, run_cli):
     method = {"name": "supervised", "recalibrate_norm": 2}
     recipe = tiny_recipe(tmp_path / "r.yaml", phantom_root, tiny_manifest, tmp_path / "run", method=method, train={"iterations": 2})
@@ -93,7 +78,7 @@ def test_a_supervised_run_of_a_recalibrating_recipe_says_it_keeps_its_statistics
         assert torch.equal(state["inference"][key], value), key
 
 
-RECALIBRATED = {"name": "maskmatch", "conf_thresh": 0.5, "mask": {"patch_size": 4}, "recalibrate_norm": 2, "teacher_norm": "batch"}
+RECALIBRATED = {"name": "maskmatch", "conf_thresh": 0.5, "mask": {"patch_size": 4}, "recalibrate_norm": 2}
 
 
 def test_training_validates_and_saves_the_recalibrated_teacher_and_resumes_exactly(tmp_path, phantom_root, tiny_manifest, run_cli, monkeypatch):

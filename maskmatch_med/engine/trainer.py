@@ -27,7 +27,7 @@ from maskmatch_med.engine.writers import check_output_directory, write_text_atom
 from maskmatch_med.errors import TrainingInterrupted, UserError
 from maskmatch_med.method.domain_norm import DomainStatistics
 from maskmatch_med.method.ema import ema_update, make_teacher
-from maskmatch_med.method.norm_recalibration import batch_statistics_teacher, recalibrated_copy, spread_indices
+from maskmatch_med.method.norm_recalibration import recalibrated_copy, spread_indices
 from maskmatch_med.method.schedules import unsupervised_weight
 from maskmatch_med.method.steps import Batch, build_step
 from maskmatch_med.models import build_model, size_divisor
@@ -362,8 +362,6 @@ class Trainer:
                 # Ground truth on disk for unlabeled images, if any: for the pl_* logs only.
                 truth = self.unlabeled.truth(index) if hasattr(self.unlabeled, "truth") else None
         teacher = self.teacher if self.teacher is not None else shared_teacher(self.model)
-        if m.teacher_norm == "batch":
-            teacher = batch_statistics_teacher(self.teacher if self.teacher is not None else self.model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             batch = Batch(images, labels, unlabeled, unlabeled_ignore, truth)
             # Only the iterations the run log keeps pay for the pseudo-label statistics.

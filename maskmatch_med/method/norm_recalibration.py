@@ -20,7 +20,7 @@ from torch import nn
 
 from maskmatch_med.method.domain_norm import _norm_layers
 
-__all__ = ["batch_statistics_teacher", "recalibrated_copy", "recalibrate_statistics", "spread_indices"]
+__all__ = ["recalibrated_copy", "recalibrate_statistics", "spread_indices"]
 
 
 def spread_indices(total: int, count: int) -> torch.Tensor:
@@ -74,27 +74,3 @@ def recalibrated_copy(model: nn.Module, batches: Callable[[], Iterable[torch.Ten
     recalibrate_statistics(calibrated, batches())
     return calibrated.eval()
 
-
-def batch_statistics_teacher(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model`` as a teacher that normalises each batch it labels with that batch's own BatchNorm
-    statistics (`method.teacher_norm: batch`): the weak unlabeled batch, all target images in domain
-    adaptation, instead of the running statistics that average over every training view. The running
-    statistics are left as they are (momentum 0) and every other layer stays in eval mode."""
-    layers = [layer for _, layer in _norm_layers(model)]
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        modes = {module: module.training for module in model.modules()}
-        momenta = [layer.momentum for layer in layers]
-        model.eval()
-        for layer in layers:
-            layer.momentum = 0.0
-            layer.train()
-        try:
-            return model(images)
-        finally:
-            for layer, momentum in zip(layers, momenta):
-                layer.momentum = momentum
-            for module, training in modes.items():
-                module.train(training)
-
-    return predict
