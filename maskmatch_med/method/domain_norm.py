@@ -27,10 +27,10 @@ from torch import nn
 
 from maskmatch_med.method.ema import unwrap
 
-__all__ = ["DomainStatistics", "frozen_statistics", "norm_buffers"]
+__all__ = ["DomainStatistics", "frozen_statistics", "norm_buffers", "norm_layers"]
 
 
-def _norm_layers(model: nn.Module) -> Iterator[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+def norm_layers(model: nn.Module) -> Iterator[tuple[str, nn.modules.batchnorm._BatchNorm]]:
     """(name, layer) of every BatchNorm (and SyncBatchNorm) layer of ``model`` that keeps running statistics."""
     for prefix, module in unwrap(model).named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
@@ -40,7 +40,7 @@ def _norm_layers(model: nn.Module) -> Iterator[tuple[str, nn.modules.batchnorm._
 def _slots(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     """Every BatchNorm running buffer of ``model`` as (module, attribute), by its name in ``named_buffers``."""
     found = {}
-    for prefix, module in _norm_layers(model):
+    for prefix, module in norm_layers(model):
         for name, buffer in module.named_buffers(recurse=False):
             if buffer is not None:
                 found[f"{prefix}.{name}" if prefix else name] = (module, name)
@@ -57,7 +57,7 @@ def frozen_statistics(model: nn.Module) -> Iterator[None]:
     """Training-mode BatchNorm inside normalises with each batch's own statistics but leaves the running
     statistics as they are (momentum 0), so that inputs unlike any at inference, such as the masked
     view with 70% of its patches blanked, do not shift what validation, the teacher and predict use."""
-    layers = [layer for _, layer in _norm_layers(model)]
+    layers = [layer for _, layer in norm_layers(model)]
     momenta = [m.momentum for m in layers]
     for layer in layers:
         layer.momentum = 0.0

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from maskmatch_med.method.domain_norm import _norm_layers
+from maskmatch_med.method.domain_norm import norm_layers
 
 __all__ = ["recalibrated_copy", "recalibrate_statistics", "spread_indices"]
 
@@ -42,7 +42,7 @@ def recalibrate_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) ->
     nothing and the global random state is untouched. The weights do not change. Returns the number
     of batches seen; a model without BatchNorm is left as it is.
     """
-    layers = [layer for _, layer in _norm_layers(model)]
+    layers = [layer for _, layer in norm_layers(model)]
     if not layers:
         return 0
     modes = {module: module.training for module in model.modules()}
