@@ -91,8 +91,9 @@ def plan() -> list[Row]:
     for labeled in (1, 3):
         full = next(r for r in rows if r.name == "maskmatch (fixmatch base)" and r.labeled == labeled)
         rows.append(Row("ablation", "full MaskMatch (default recipe)", labeled, full.overrides, same_runs_as=full))
-        # At 1 labeled patient the two parts MaskMatch adds to FixMatch (and the BatchNorm pass); at 3 every setting.
-        chosen = (ablate[:3] if labeled == 1 else ablate) + [apart]
+        # At 1 labeled patient the two parts MaskMatch adds to FixMatch, copy-paste from the labeled patient
+        # (the seeds that lose RV there) and the BatchNorm pass; at 3 every setting.
+        chosen = (ablate[:3] + [ablate[5]] if labeled == 1 else ablate) + [apart]
         rows += [Row("ablation", name, labeled, ("method.name=maskmatch",) + extra) for name, extra in chosen]
     return rows
 
