@@ -75,13 +75,14 @@ def plan() -> list[Row]:
     # pseudo-labels at one scale), which heads the group (the main table's MaskMatch runs, not run twice).
     # The first rows put the multi-scale ensemble back (with the masked view, or instead of it).
     multiscale = ("method.ensemble.scales=[0.75,1.0,1.25]",)
+    copy_paste = ("copy-paste from labeled images (mix bcp, inward)", ("method.mix=bcp", "method.bcp_outward=false"))
     ablate = [
         ("plus multi-scale ensembling (scales 0.75-1.25, any-scale vote)", multiscale),
         ("ensembling instead of masking (scales 0.75-1.25, mask ratio 0)", multiscale + ("method.mask.ratio=0",)),
         ("plus ensembling, background by every scale", multiscale + ("method.ensemble.background_votes=all",)),
         ("fixed threshold (no class-wise thresholds)", ("method.pseudo_label.threshold=fixed",)),
         ("no warm-up, no ramp", ("method.warmup_iterations=0", "method.rampup_iterations=0")),
-        ("copy-paste from labeled images (mix bcp, inward)", ("method.mix=bcp", "method.bcp_outward=false")),
+        copy_paste,
         ("distribution alignment (align labeled)", ("method.pseudo_label.align=labeled",)),
         ("patch size 16", ("method.mask.patch_size=16",)),
     ]
@@ -93,7 +94,7 @@ def plan() -> list[Row]:
         rows.append(Row("ablation", "full MaskMatch (default recipe)", labeled, full.overrides, same_runs_as=full))
         # At 1 labeled patient the two parts MaskMatch adds to FixMatch, copy-paste from the labeled patient
         # (the seeds that lose RV there) and the BatchNorm pass; at 3 every setting.
-        chosen = (ablate[:3] + [ablate[5]] if labeled == 1 else ablate) + [apart]
+        chosen = (ablate[:3] + [copy_paste] if labeled == 1 else ablate) + [apart]
         rows += [Row("ablation", name, labeled, ("method.name=maskmatch",) + extra) for name, extra in chosen]
     return rows
 
