@@ -145,6 +145,16 @@ def run_key(row: Row, seed: int, iterations: int) -> str:
     return f"{row.group}__{slug}__l{row.labeled}__s{seed}__it{iterations}{tag}"
 
 
+def run_file(runs_dir: Path, row: Row, seed: int, iterations: int) -> Path:
+    """Where the finished run of `row` at `seed` and `iterations` is saved."""
+    return runs_dir / f"{run_key(row, seed, iterations)}.json"
+
+
+def finished_runs(runs_dir: Path, row: Row, seeds: list[int], iterations: int) -> list[dict]:
+    """The saved records of `row` for those of `seeds` that have finished, in seed order."""
+    return [json.loads(p.read_text()) for s in seeds if (p := run_file(runs_dir, row, s, iterations)).is_file()]
+
+
 def claim(runs_dir: Path, key: str) -> bool:
     """True when this process may run `key`: not finished, and not claimed by a process still alive."""
     if (runs_dir / f"{key}.json").is_file():
@@ -261,7 +271,7 @@ def tabulate(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Path 
     ]
     summary, wall = [], 0.0
     for row in rows:
-        runs = [json.loads(p.read_text()) for s in seeds if (p := runs_dir / f"{run_key(row, s, iterations)}.json").is_file()]
+        runs = finished_runs(runs_dir, row, seeds, iterations)
         if not runs:
             continue
         wall += sum(r["seconds"] for r in runs)
@@ -288,7 +298,7 @@ def tabulate_da(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Pa
     ]
     summary, wall = [], 0.0
     for row in rows:
-        runs = [json.loads(p.read_text()) for s in seeds if (p := runs_dir / f"{run_key(row, s, iterations)}.json").is_file()]
+        runs = finished_runs(runs_dir, row, seeds, iterations)
         if not runs:
             continue
         wall += sum(r["seconds"] for r in runs)
@@ -332,10 +342,10 @@ def main() -> None:
     wanted = lambda name: not args.match or any((m == name) if args.exact else (m in name) for m in args.match)
     rows = [r for r in every_row if args.only in (None, r.group) and wanted(r.name)]
     # Seed by seed, so an interrupted benchmark has every row for the first seeds.
-    todo = [(r, s) for s in args.seeds for r in rows if not (runs_dir / f"{run_key(r, s, args.iterations)}.json").is_file()]
+    todo = [(r, s) for s in args.seeds for r in rows if not run_file(runs_dir, r, s, args.iterations).is_file()]
     if args.list:
         for row in rows:
-            done = sum((runs_dir / f"{run_key(row, s, args.iterations)}.json").is_file() for s in args.seeds)
+            done = len(finished_runs(runs_dir, row, args.seeds, args.iterations))
             print(f"{row.group:9} {row.name:38} labeled={row.labeled!s:4} {done}/{len(args.seeds)} seeds done")
         return
     if not args.tabulate:
