@@ -330,6 +330,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["main", "ablation"])
     parser.add_argument("--match", action="append", default=[], help="only rows whose name contains this text (repeatable: any of them)")
     parser.add_argument("--exact", action="store_true", help="--match compares whole row names instead of substrings")
+    parser.add_argument("--labeled", action="append", default=[],
+                        help="only rows with this many labeled patients (repeatable; 'all' is the fully supervised row)")
     parser.add_argument("--list", action="store_true", help="print the plan and what is done")
     parser.add_argument("--tabulate", action="store_true", help="only rebuild the tables")
     parser.add_argument("--task", choices=["ssl", "da"], default="ssl", help="semi-supervised (default) or domain adaptation")
@@ -343,7 +345,8 @@ def main() -> None:
     runs_dir = args.results / "quality_runs"
     every_row = da_plan() if args.task == "da" else plan()
     wanted = lambda name: not args.match or any((m == name) if args.exact else (m in name) for m in args.match)
-    rows = [r for r in every_row if args.only in (None, r.group) and wanted(r.name)]
+    rows = [r for r in every_row if args.only in (None, r.group) and wanted(r.name)
+            and (not args.labeled or str(r.labeled) in args.labeled)]
     # Seed by seed, so an interrupted benchmark has every row for the first seeds.
     todo = [(r, s) for s in args.seeds for r in rows if not run_file(runs_dir, r, s, args.iterations).is_file()]
     if args.list:
