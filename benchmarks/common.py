@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,13 +18,41 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def ensure_phantom(root: Path, patients: int, seed: int, style: str = "A", first: int = 1) -> Path:
+    """A cached phantom at `root`, written once: into a private folder beside it, then renamed into
+    place, so benchmark processes started together never read one another's half-written files."""
+    if (root / f"patient{first + patients - 1:03d}").is_dir():
+        return root
+    from maskmatch_med.data.phantom import write_acdc_phantom
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        write_acdc_phantom(staging, patients=patients, seed=seed, style=style, first=first)
+        try:
+            staging.rename(root)
+        except OSError:
+            # Another process won the race (its copy is byte-identical), or an old partial copy is in the way.
+            if not (root / f"patient{first + patients - 1:03d}").is_dir():
+                raise SystemExit(f"{root}: an incomplete phantom is in the way; delete the folder and run again")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace a small file in one step (other processes read these manifests while we write)."""
+    if path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(text)
+    os.replace(staging, path)
+
+
 def ensure_demo_data(root: Path = REPO / "demo_data" / "acdc") -> Path:
     """The 30-patient demo phantom (`make demo` makes the same one)."""
-    if not (root / "patient030").is_dir():
-        from maskmatch_med.data.phantom import write_acdc_phantom
-
-        write_acdc_phantom(root, patients=30, seed=0)
-    return root
+    return ensure_phantom(root, patients=30, seed=0)
 
 
 def machine() -> dict:

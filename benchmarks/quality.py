@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from common import REPO, RESULTS, machine, save
+from common import REPO, RESULTS, ensure_phantom, machine, save, write_text_atomically
 
 from maskmatch_med.config import load_recipe
 from maskmatch_med.data.domains import domain_table
@@ -180,13 +180,9 @@ def claim(runs_dir: Path, key: str) -> bool:
 
 def ensure_data() -> tuple[Path, Path]:
     manifest = DATA.parent / "phantom40_manifest"
-    if not (DATA / f"patient{PATIENTS:03d}").is_dir():
-        from maskmatch_med.data.phantom import write_acdc_phantom
-
-        write_acdc_phantom(DATA, patients=PATIENTS, seed=2024)
-    manifest.mkdir(parents=True, exist_ok=True)
+    ensure_phantom(DATA, patients=PATIENTS, seed=2024)
     for name, ids in (("val.txt", VALIDATION), ("test.txt", TEST), ("labeled_order.txt", LABELED_ORDER)):
-        (manifest / name).write_text("".join(f"patient{i:03d}\n" for i in ids))
+        write_text_atomically(manifest / name, "".join(f"patient{i:03d}\n" for i in ids))
     return DATA, manifest
 
 
@@ -194,13 +190,9 @@ def ensure_da_data() -> list[str]:
     """Source (the phantom above, style A) and target (style C, patients 41..80) as recipe overrides."""
     source, source_manifest = ensure_data()
     target_manifest = DA_TARGET.parent / "phantom40_style_c_manifest"
-    if not (DA_TARGET / f"patient{2 * PATIENTS:03d}").is_dir():
-        from maskmatch_med.data.phantom import write_acdc_phantom
-
-        write_acdc_phantom(DA_TARGET, patients=PATIENTS, seed=2024, style=DA_STYLE, first=PATIENTS + 1)
-    target_manifest.mkdir(parents=True, exist_ok=True)
+    ensure_phantom(DA_TARGET, patients=PATIENTS, seed=2024, style=DA_STYLE, first=PATIENTS + 1)
     for name, ids in (("val.txt", VALIDATION), ("test.txt", TEST)):
-        (target_manifest / name).write_text("".join(f"patient{i + PATIENTS:03d}\n" for i in ids))
+        write_text_atomically(target_manifest / name, "".join(f"patient{i + PATIENTS:03d}\n" for i in ids))
     return [
         f"data.labeled.root={source}", f"data.labeled.manifest={source_manifest}",
         f"data.unlabeled.root={DA_TARGET}", f"data.unlabeled.manifest={target_manifest}",
