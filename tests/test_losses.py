@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskmatch_med.method.losses import pseudo_label_dice_loss, pseudo_label_loss, supervised_loss
+from maskmatch_med.method.losses import masked_soft_dice, pseudo_label_dice_loss, pseudo_label_loss, supervised_loss
 
 
 def _data(shape=(2, 3, 8, 8), seed=0):
@@ -188,3 +188,29 @@ def test_ce_dice_unsupervised_loss_is_the_mean_of_cross_entropy_and_dice():
     ce, dice = step("ce").unsupervised(logits, labels, valid), step("dice").unsupervised(logits, labels, valid)
     assert not torch.allclose(ce, dice)
     assert torch.allclose(step("ce_dice").unsupervised(logits, labels, valid), (ce + dice) / 2)
+
+
+@pytest.mark.parametrize("present_only", [False, True])
+@pytest.mark.parametrize("spatial", [(9, 7), (5, 6, 4)])
+def test_masked_soft_dice_equals_monai_dice_of_the_weighted_maps(present_only, spatial):
+    # The reference: MONAI's DiceLoss on the weighted softmax and the weighted one-hot target.
+    from monai.losses import DiceLoss
+
+    g = torch.Generator().manual_seed(7)
+    k = 4
+    logits = torch.randn(3, k, *spatial, generator=g, requires_grad=True)
+    target = torch.randint(0, k - 1, (3, *spatial), generator=g)  # class 3 absent everywhere
+    weight = torch.rand(3, *spatial, generator=g) * (torch.rand(3, *spatial, generator=g) > 0.3)
+    target = target.masked_fill(weight == 0, 255)  # invalid pixels may hold any value
+    ours = masked_soft_dice(logits, target, weight, present_only=present_only)
+
+    reference_logits = logits.detach().clone().requires_grad_(True)
+    w = weight.unsqueeze(1)
+    probs = torch.softmax(reference_logits, dim=1) * w
+    onehot = torch.nn.functional.one_hot(target.masked_fill(weight == 0, 0), k).movedim(-1, 1).float() * w
+    per_class = DiceLoss(include_background=True, batch=True, reduction="none")(probs, onehot).flatten()
+    reference = per_class[:3].mean() if present_only else per_class.mean()
+    assert torch.allclose(ours, reference, atol=1e-6)
+    ours.backward()
+    reference.backward()
+    assert torch.allclose(logits.grad, reference_logits.grad, atol=1e-6)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
 
 __all__ = ["supervised_loss", "ohem_loss", "pseudo_label_loss", "pseudo_label_dice_loss"]
 
 _KINDS = ("ce", "ce_dice")
+_DICE_SMOOTH = 1e-5  # MONAI DiceLoss's smooth_nr and smooth_dr
 
 
 def _check_target(logits: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
@@ -48,11 +48,12 @@ def supervised_loss(
         valid = target != ignore_index
         ce_ignore = int(ignore_index)
     n_valid = valid.sum().clamp_min(1)
-    ce = F.cross_entropy(logits, target, ignore_index=ce_ignore, reduction="sum") / n_valid
     if kind == "ce":
-        return ce
-
-    return (ce + masked_soft_dice(logits, target, valid)) / 2
+        return F.cross_entropy(logits, target, ignore_index=ce_ignore, reduction="sum") / n_valid
+    # One log-softmax serves both terms.
+    log_probs = F.log_softmax(logits, dim=1)
+    ce = F.nll_loss(log_probs, target, ignore_index=ce_ignore, reduction="sum") / n_valid
+    return (ce + _soft_dice(log_probs.exp(), target, valid)) / 2
 
 
 def ohem_loss(
@@ -153,15 +154,29 @@ def masked_soft_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Te
     its input before the softmax, which gives invalid pixels uniform probabilities that still count).
     ``valid`` may be a float weight. A class absent from the valid pixels of both maps scores 0 loss;
     with ``present_only`` the mean runs over the classes present in the valid target only.
+
+    The value is MONAI's ``DiceLoss(include_background=True, batch=True)`` of the weighted probabilities
+    against the weighted one-hot target (tests hold it to that), computed per class from sums: no
+    one-hot tensor is built, which made this loss cost more than the cross-entropy beside it.
     """
-    weight = valid.unsqueeze(1).to(torch.float32)
-    probs = torch.softmax(logits.float(), dim=1) * weight
-    hard = target.masked_fill(weight[:, 0] <= 0, 0)
-    onehot = F.one_hot(hard, logits.shape[1]).movedim(-1, 1).to(torch.float32) * weight
+    return _soft_dice(torch.softmax(logits.float(), dim=1), target, valid, present_only)
+
+
+def _soft_dice(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, present_only: bool = False) -> torch.Tensor:
+    """masked_soft_dice of class probabilities (B, K, *spatial)."""
+    num_classes = probs.shape[1]
+    weight = valid.to(torch.float32)
+    hard = target.masked_fill(weight <= 0, 0)  # weightless pixels add nothing to any class
+    weighted = probs * weight.unsqueeze(1)
+    predicted = weighted.sum(dim=[0, *range(2, probs.ndim)])
+    # Sums over the one-hot target (weight w) of p * w and w, class by class: the true class's entries only.
+    truth_prob = weighted.gather(1, hard.unsqueeze(1))[:, 0] * weight
+    intersection = torch.zeros(num_classes, dtype=torch.float32, device=probs.device).index_add(0, hard.flatten(), truth_prob.flatten())
+    ground = torch.zeros(num_classes, dtype=torch.float32, device=probs.device).index_add(0, hard.flatten(), weight.flatten())
+    per_class = 1.0 - (2.0 * intersection + _DICE_SMOOTH) / (ground + predicted + _DICE_SMOOTH)
     if not present_only:
-        return DiceLoss(include_background=True, batch=True)(probs, onehot)
-    per_class = DiceLoss(include_background=True, batch=True, reduction="none")(probs, onehot).flatten()
-    present = onehot.sum(dim=[0, *range(2, onehot.ndim)]) > 0
+        return per_class.mean()
+    present = ground > 0
     if not bool(present.any()):
         return (probs * 0).sum()
     return per_class[present].mean()
