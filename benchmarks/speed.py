@@ -26,6 +26,7 @@ repeats), and reported as medians and medians of per-repeat ratios.
 
     .venv/bin/python benchmarks/speed.py                       # demo + acdc + inference, ~10 min on 2 cores
     .venv/bin/python benchmarks/speed.py --steps 2 --demo-steps 8 --inference-repeats 3
+    .venv/bin/python benchmarks/speed.py --recipes demo --no-inference --output speed_demo   # the demo table alone
 """
 
 from __future__ import annotations
@@ -409,6 +410,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-inference", action="store_true")
+    parser.add_argument(
+        "--output", default="speed",
+        help="table name in benchmarks/results/ (a partial run, e.g. --recipes demo --no-inference, saved apart from the full speed.md)",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -435,7 +440,7 @@ def main() -> None:
     sections.append(note + ".")
     data["wall_s"] = time.perf_counter() - started
     sections.append(f"monai {monai.__version__}, numpy {np.__version__}; whole benchmark {data['wall_s']:.0f} s.")
-    save("speed", "\n\n".join(sections), data)
+    save(args.output, "\n\n".join(sections), data)
 
 
 if __name__ == "__main__":
