@@ -21,7 +21,8 @@ RESULTS = REPO / "benchmarks" / "results"
 def ensure_phantom(root: Path, patients: int, seed: int, style: str = "A", first: int = 1) -> Path:
     """A cached phantom at `root`, written once: into a private folder beside it, then renamed into
     place, so benchmark processes started together never read one another's half-written files."""
-    if (root / f"patient{first + patients - 1:03d}").is_dir():
+    last_patient = root / f"patient{first + patients - 1:03d}"  # arrives with the whole phantom, by one rename
+    if last_patient.is_dir():
         return root
     from maskmatch_med.data.phantom import write_acdc_phantom
 
@@ -33,7 +34,7 @@ def ensure_phantom(root: Path, patients: int, seed: int, style: str = "A", first
             staging.rename(root)
         except OSError:
             # Another process won the race (its copy is byte-identical), or an old partial copy is in the way.
-            if not (root / f"patient{first + patients - 1:03d}").is_dir():
+            if not last_patient.is_dir():
                 raise SystemExit(f"{root}: an incomplete phantom is in the way; delete the folder and run again")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
