@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -42,13 +41,13 @@ def ensure_phantom(root: Path, patients: int, seed: int, style: str = "A", first
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Replace a small file in one step (other processes read these manifests while we write)."""
+    """Replace a small file in one step (other processes read these manifests while we write); the
+    same text already there is left alone."""
+    from maskmatch_med.engine.writers import write_text_atomic
+
     if path.is_file() and path.read_text() == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(text)
-    os.replace(staging, path)
+    write_text_atomic(text, path)
 
 
 def ensure_demo_data(root: Path = REPO / "demo_data" / "acdc") -> Path:
