@@ -95,8 +95,10 @@ def plan() -> list[Row]:
         full = next(r for r in rows if r.name == "maskmatch (fixmatch base)" and r.labeled == labeled)
         rows.append(Row("ablation", "full MaskMatch (default recipe)", labeled, full.overrides, same_runs_as=full))
         # At 1 labeled patient the ensemble rows, copy-paste from the labeled patient (the seeds that lose RV
-        # there) and the masked view's two settings (its BatchNorm pass, its input); at 3 every setting.
-        chosen = (ablate[:3] + [copy_paste] if labeled == 1 else ablate) + [apart, weak_view]
+        # there), the mask's patch size (8 px patches made the teacher call bright background RV on seed 1)
+        # and the masked view's two settings (its BatchNorm pass, its input); at 3 every setting.
+        patch16 = next(a for a in ablate if a[0] == "patch size 16")
+        chosen = (ablate[:3] + [copy_paste, patch16] if labeled == 1 else ablate) + [apart, weak_view]
         rows += [Row("ablation", name, labeled, ("method.name=maskmatch",) + extra) for name, extra in chosen]
     return rows
 
