@@ -117,7 +117,8 @@ def da_plan() -> list[Row]:
 # Iterations per run. Semi-supervised training needs a longer budget than supervised training to pay off
 # (3 seeds: MaskMatch over supervised +6.2 / +7.0 test Dice at 1 / 3 labeled at 2000 iterations,
 # quality_it2000.md; supervised stops gaining after about 2000), so the method comparison runs 3000.
-# At 5000 (quality_it5000.md, 3 labeled only so far) MaskMatch leads supervised by +14.3 and FixMatch by +4.1.
+# At 5000 (quality_it5000.md) MaskMatch leads supervised by +14.3 and FixMatch by +4.1 at 3 labeled; at 1 labeled
+# (2 seeds) it leads supervised by +16.1 but trails FixMatch by 2.2, unless its mask patches are 16 px (+1.3).
 # Domain adaptation runs 2000: at 1000 (quality_da_it1000.md) MaskMatch trailed FixMatch by 4.8 target points,
 # at 2000 by 0.8, and source-only training gains nothing from the longer budget.
 ITERATIONS = {"ssl": 3000, "da": 2000}
