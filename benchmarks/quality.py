@@ -263,17 +263,20 @@ def fmt(values: list[float], digits: int, scale: float = 1.0) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
 
 
+def rows_with_runs(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Path) -> tuple[list[tuple[Row, list[dict]]], float]:
+    """Each row that has finished runs, with those runs, and the seconds they took together (both tables' input)."""
+    found = [(row, runs) for row in rows if (runs := finished_runs(runs_dir, row, seeds, iterations))]
+    return found, sum(r["seconds"] for _, runs in found for r in runs)
+
+
 def tabulate(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Path = RUNS) -> tuple[str, dict]:
     lines = [
         "| group | row | labeled | seeds | test Dice mean (%) | RV | Myo | LV | HD95 mean (mm) | val Dice (%) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    summary, wall = [], 0.0
-    for row in rows:
-        runs = finished_runs(runs_dir, row, seeds, iterations)
-        if not runs:
-            continue
-        wall += sum(r["seconds"] for r in runs)
+    summary = []
+    found, wall = rows_with_runs(rows, seeds, iterations, runs_dir)
+    for row, runs in found:
         test = lambda cls, m: [r["test"][cls][m] for r in runs]
         cells = [fmt(test(cls, "dice"), 1, 100) for cls in ("mean", "RV", "Myo", "LV")]
         lines.append(
@@ -295,12 +298,9 @@ def tabulate_da(rows: list[Row], seeds: list[int], iterations: int, runs_dir: Pa
         "| method | seeds | target test Dice mean (%) | RV | Myo | LV | target HD95 mean (mm) | source test Dice mean (%) | target val Dice (%) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    summary, wall = [], 0.0
-    for row in rows:
-        runs = finished_runs(runs_dir, row, seeds, iterations)
-        if not runs:
-            continue
-        wall += sum(r["seconds"] for r in runs)
+    summary = []
+    found, wall = rows_with_runs(rows, seeds, iterations, runs_dir)
+    for row, runs in found:
         test = lambda domain, cls, m: [r["test"][domain][cls][m] for r in runs]
         cells = [fmt(test("target", cls, "dice"), 1, 100) for cls in ("mean", "RV", "Myo", "LV")]
         lines.append(
