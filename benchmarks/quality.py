@@ -60,9 +60,10 @@ class Row:
     same_runs_as: Row | None = None  # a row that is another row's runs under a second name (never run twice)
 
 
-# Copy-paste from the labeled images into the unlabeled ones (BCP's inward direction) with a box of half of
-# each axis: a quarter of the slice, so that most of the unlabeled anatomy stays.
-SMALL_PASTE = ("method.mix=bcp", "method.bcp_outward=false", "method.bcp_box=0.5")
+# Copy-paste from the labeled images into the unlabeled ones (BCP's inward direction), with BCP's box and with
+# a box of half of each axis: a quarter of the slice, so that most of the unlabeled anatomy stays.
+COPY_PASTE = ("method.mix=bcp", "method.bcp_outward=false")
+SMALL_PASTE = COPY_PASTE + ("method.bcp_box=0.5",)
 
 
 def plan() -> list[Row]:
@@ -82,7 +83,7 @@ def plan() -> list[Row]:
     # pseudo-labels at one scale), which heads the group (the main table's MaskMatch runs, not run twice).
     # The first rows put the multi-scale ensemble back (with the masked view, or instead of it).
     multiscale = ("method.ensemble.scales=[0.75,1.0,1.25]",)
-    copy_paste = ("copy-paste from labeled images (mix bcp, inward)", ("method.mix=bcp", "method.bcp_outward=false"))
+    copy_paste = ("copy-paste from labeled images (mix bcp, inward)", COPY_PASTE)
     small_paste = ("copy-paste, box 0.5 (mix bcp, inward, bcp_box 0.5)", SMALL_PASTE)
     patch8 = ("patch size 8 (the r3 default)", ("method.mask.patch_size=8",))
     ablate = [
