@@ -254,6 +254,11 @@ class PseudoLabelConfig(Section):
     balance: Literal["none", "class"] = Field(
         "none", description="class: each pseudo-label class contributes equally to the unsupervised loss (instead of by its pixel count)"
     )
+    background_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="confidence a background (class 0) pseudo-label needs, above the foreground classes' bar: a young teacher's "
+        "confident background holds much of the true small-class foreground; null: the same rule as every class",
+    )
 
 
 class MethodConfig(Section):

@@ -9,6 +9,7 @@ import torch
 
 from maskmatch_med.method.pseudo_labels import (
     ClasswiseThreshold, class_thresholds, confident, pseudo_label_stats, quality_weights, vote_valid,
+    with_background_threshold,
 )
 from maskmatch_med.method.schedules import sigmoid_rampup, unsupervised_weight
 
@@ -59,6 +60,53 @@ def test_confident_uses_the_threshold_of_the_pixel_label():
     labels = torch.tensor([[0, 1, 1]])
     conf = torch.tensor([[0.9, 0.6, 0.4]])
     assert confident(labels, conf, torch.tensor([0.95, 0.5])).tolist() == [[False, True, False]]
+
+
+def test_background_threshold_replaces_only_the_background_bar():
+    bars = torch.tensor([0.95, 0.6, 0.8])
+    assert with_background_threshold(bars, None) is bars
+    assert with_background_threshold(bars, 0.99).tolist() == pytest.approx([0.99, 0.6, 0.8])
+    assert bars.tolist() == pytest.approx([0.95, 0.6, 0.8])  # the input is left alone
+    with pytest.raises(ValueError, match="background threshold"):
+        with_background_threshold(bars, 1.5)
+
+
+@pytest.mark.parametrize("threshold", ["fixed", "classwise"])
+def test_step_background_threshold_drops_background_that_is_not_sure_enough(threshold):
+    from maskmatch_med.config import MethodConfig, WeakAugConfig
+    from maskmatch_med.method.steps import build_step
+
+    # One image, 4 pixels: background at 0.999 and 0.97, foreground (class 1) at 0.97 and 0.999.
+    p_background = torch.tensor([0.999, 0.97, 0.03, 0.001])
+    logits = torch.stack([p_background, 1 - p_background]).log()[None, :, None, :]  # (1, 2, 1, 4)
+    teacher = lambda images: logits.expand(images.shape[0], -1, -1, -1)
+    images = torch.zeros(1, 1, 1, 4)
+
+    def valid(background_threshold):
+        method = MethodConfig(
+            name="fixmatch", conf_thresh=0.95,
+            pseudo_label={"threshold": threshold, "background_threshold": background_threshold},
+        )
+        step = build_step(method, WeakAugConfig(), 1, class_names=["background", "RV"])
+        pl = step.pseudo_label(teacher, images)
+        return pl.labels.tolist(), pl.confident.tolist(), step.class_threshold_values(2).tolist()
+
+    labels, kept, bars = valid(None)
+    assert labels == [[[0, 0, 1, 1]]] and kept == [[[True, True, True, True]]] and bars[0] == pytest.approx(0.95)
+    labels, kept, bars = valid(0.99)
+    # the 0.97-sure background pixel leaves the loss; foreground keeps its own bar
+    assert labels == [[[0, 0, 1, 1]]] and kept == [[[True, False, True, True]]]
+    assert bars[0] == pytest.approx(0.99) and bars[1] <= 0.95
+
+
+def test_background_threshold_recipe_value_is_checked():
+    from pydantic import ValidationError
+
+    from maskmatch_med.config import MethodConfig
+
+    assert MethodConfig().pseudo_label.background_threshold is None
+    with pytest.raises(ValidationError, match="background_threshold"):
+        MethodConfig(pseudo_label={"background_threshold": 1.2})
 
 
 def two_scales():

@@ -35,6 +35,7 @@ from maskmatch_med.method.losses import ohem_loss, pseudo_label_dice_loss, pseud
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
 from maskmatch_med.method.pseudo_labels import (
     ClasswiseThreshold, DistributionAlignment, agree_labels, confident, pseudo_label_stats, quality_weights, vote_valid,
+    with_background_threshold,
 )
 from maskmatch_med.method.perturbation import perturbed_encoder
 
@@ -218,11 +219,13 @@ class ConsistencyStep(TrainStep):
                 self.alignment.load_state_dict(pending["distribution_alignment"])
 
     def class_threshold_values(self, num_classes: int) -> torch.Tensor:
-        """(K,) thresholds: conf_thresh for every class, or the class-wise ones."""
+        """(K,) thresholds: conf_thresh for every class, or the class-wise ones; background's own bar where set."""
         pl = self.method.pseudo_label
         if pl.threshold == "fixed":
-            return torch.full((num_classes,), float(self.method.conf_thresh))
-        return self.thresholds.thresholds(self.method.conf_thresh)
+            bars = torch.full((num_classes,), float(self.method.conf_thresh))
+        else:
+            bars = self.thresholds.thresholds(self.method.conf_thresh)
+        return with_background_threshold(bars, pl.background_threshold)
 
     def pseudo_label(
         self, teacher: Teacher, weak_images: torch.Tensor, include: torch.Tensor | None = None, labeled_truth: torch.Tensor | None = None
