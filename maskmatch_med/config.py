@@ -254,6 +254,12 @@ class PseudoLabelConfig(Section):
     balance: Literal["none", "class"] = Field(
         "none", description="class: each pseudo-label class contributes equally to the unsupervised loss (instead of by its pixel count)"
     )
+    foreground_islands: Literal["keep", "ignore"] = Field(
+        "keep",
+        description="ignore: foreground pseudo-labels outside each image's largest connected foreground region leave the loss "
+        "(anatomy that is one connected object, such as the heart: the islands are a teacher's far-off false positives); "
+        "keep for images with several separate objects (natural images, multi-organ scans)",
+    )
     background_threshold: float | None = Field(
         None, ge=0.0, le=1.0,
         description="confidence a background (class 0) pseudo-label needs, above the foreground classes' bar: a young teacher's "

@@ -9,7 +9,7 @@ import torch
 
 from maskmatch_med.method.pseudo_labels import (
     ClasswiseThreshold, class_thresholds, confident, pseudo_label_stats, quality_weights, vote_valid,
-    with_background_threshold,
+    foreground_islands, with_background_threshold,
 )
 from maskmatch_med.method.schedules import sigmoid_rampup, unsupervised_weight
 
@@ -107,6 +107,69 @@ def test_background_threshold_recipe_value_is_checked():
     assert MethodConfig().pseudo_label.background_threshold is None
     with pytest.raises(ValidationError, match="background_threshold"):
         MethodConfig(pseudo_label={"background_threshold": 1.2})
+
+
+def test_foreground_islands_are_what_lies_outside_the_largest_foreground_region():
+    labels = torch.zeros(3, 6, 6, dtype=torch.long)
+    labels[0, 0:3, 0:3] = 1
+    labels[0, 1, 1] = 2  # another class inside the same region: one region
+    labels[0, 3, 3] = 3  # touches the region diagonally: full connectivity keeps it
+    labels[0, 5, 0] = 1  # far off: an island
+    labels[0, 0:2, 4:6] = 2  # a 4-pixel island of another class
+    labels[1, 2:4, 2:4] = 2  # a single region
+    islands = foreground_islands(labels)
+    expected = torch.zeros(3, 6, 6, dtype=torch.bool)
+    expected[0, 5, 0] = True
+    expected[0, 0:2, 4:6] = True
+    assert torch.equal(islands, expected)
+    # padding does not join or make regions: excluded, the larger part is the region
+    include = torch.ones(3, 6, 6, dtype=torch.bool)
+    include[0, 0:3, 0:2] = False
+    include[0, 0, 2] = False  # leaves 3 pixels of the first region, fewer than the 4-pixel block
+    islands = foreground_islands(labels, include)
+    assert not islands[0, 0:2, 4:6].any() and islands[0, 1:3, 2].all() and islands[0, 3, 3] and islands[0, 5, 0]
+    assert not (islands[0] & ~include[0]).any() and islands[0].sum() == 4
+    # 3D: the same rule over the volume
+    volume = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    volume[0, 0:2, 0:2, 0:2] = 1
+    volume[0, 3, 3, 3] = 2
+    assert foreground_islands(volume).nonzero().tolist() == [[0, 3, 3, 3]]
+
+
+@pytest.mark.parametrize("weighting", ["threshold", "quality"])
+def test_step_ignores_foreground_islands_only_when_asked(weighting):
+    from maskmatch_med.config import MethodConfig, WeakAugConfig
+    from maskmatch_med.method.steps import build_step
+
+    # A teacher sure of a 3x3 "heart" (class 2 around class 1) and of one far-off class-1 pixel.
+    truth = torch.zeros(1, 8, 8, dtype=torch.long)
+    truth[0, 1:4, 1:4] = 2
+    truth[0, 2, 2] = 1
+    truth[0, 7, 7] = 1
+    logits = torch.nn.functional.one_hot(truth, 3).movedim(-1, 1).float() * 20  # (1, 3, 8, 8), confident everywhere
+    teacher = lambda images: logits.expand(images.shape[0], -1, -1, -1)
+    images = torch.zeros(1, 1, 8, 8)
+
+    def pseudo_labels(islands):
+        method = MethodConfig(name="fixmatch", pseudo_label={"foreground_islands": islands, "weighting": weighting})
+        return build_step(method, WeakAugConfig(), 1).pseudo_label(teacher, images)
+
+    kept = pseudo_labels("keep")
+    assert kept.confident.all() and kept.weights[0, 7, 7] > 0
+    dropped = pseudo_labels("ignore")
+    assert torch.equal(dropped.labels, truth)  # labels stay, only their weight goes
+    assert not dropped.confident[0, 7, 7] and dropped.weights[0, 7, 7] == 0
+    assert dropped.confident.sum() == 63 and (dropped.weights > 0).sum() == 63
+
+
+def test_foreground_islands_recipe_value_is_checked():
+    from pydantic import ValidationError
+
+    from maskmatch_med.config import MethodConfig
+
+    assert MethodConfig().pseudo_label.foreground_islands == "keep"
+    with pytest.raises(ValidationError, match="foreground_islands"):
+        MethodConfig(pseudo_label={"foreground_islands": "drop"})
 
 
 def two_scales():

@@ -14,6 +14,9 @@ found. The tools here keep foreground in the pseudo-labels:
   background before any threshold is applied.
 - :func:`with_background_threshold`: a bar of its own for background, above the foreground classes'
   (confident background is where a young teacher hides the small structures it has not learnt).
+- :func:`foreground_islands`: foreground outside each image's largest connected foreground region. Where
+  the anatomy is one connected object (the heart's chambers and wall), such islands are the teacher's
+  far-off false positives (bright background called RV on the benchmark phantom); they leave the loss.
 - :func:`vote_valid`: multi-scale ensembling by decisions: a pixel is valid where at least
   ``min_votes`` scales confidently predict the fused label (mean fusion of probabilities loses the
   foreground that one scale is unsure of; measured with benchmarks/pseudo_labels.py, "any scale"
@@ -31,10 +34,11 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+from monai.transforms.utils import get_largest_connected_component_mask
 
 __all__ = [
     "ClasswiseThreshold", "DistributionAlignment", "class_thresholds", "confident", "vote_valid", "agree_labels", "quality_weights",
-    "pseudo_label_stats", "with_background_threshold",
+    "pseudo_label_stats", "with_background_threshold", "foreground_islands",
 ]
 
 
@@ -179,6 +183,22 @@ def with_background_threshold(thresholds: torch.Tensor, background: float | None
     bars = thresholds.clone()
     bars[0] = float(background)
     return bars
+
+
+def foreground_islands(labels: torch.Tensor, include: torch.Tensor | None = None) -> torch.Tensor:
+    """bool (B, *spatial): pixels labelled foreground (class > 0) outside their image's largest connected
+    foreground region (all foreground classes together, full connectivity; MONAI's
+    ``get_largest_connected_component_mask``, on the GPU through cuCIM where installed). ``include``
+    (bool) leaves padding out of the regions. An image without foreground has no islands."""
+    foreground = labels > 0
+    if include is not None:
+        foreground = foreground & include
+    islands = torch.zeros_like(foreground)
+    for i in range(foreground.shape[0]):
+        if foreground[i].any():
+            largest = torch.as_tensor(get_largest_connected_component_mask(foreground[i]), device=foreground.device).bool()
+            islands[i] = foreground[i] & ~largest
+    return islands
 
 
 def confident(labels: torch.Tensor, confidence: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:

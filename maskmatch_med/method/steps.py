@@ -35,7 +35,7 @@ from maskmatch_med.method.losses import ohem_loss, pseudo_label_dice_loss, pseud
 from maskmatch_med.method.masking import apply_patch_mask, patch_keep_mask
 from maskmatch_med.method.pseudo_labels import (
     ClasswiseThreshold, DistributionAlignment, agree_labels, confident, pseudo_label_stats, quality_weights, vote_valid,
-    with_background_threshold,
+    foreground_islands, with_background_threshold,
 )
 from maskmatch_med.method.perturbation import perturbed_encoder
 
@@ -255,7 +255,12 @@ class ConsistencyStep(TrainStep):
             else:
                 is_confident = confident(labels, confidence, bars)
             is_confident = is_confident & include
+            islands = foreground_islands(labels, include) if pl.foreground_islands == "ignore" else None
+            if islands is not None:
+                is_confident = is_confident & ~islands
             weights = quality_weights(is_confident, include) if pl.weighting == "quality" else is_confident.to(torch.float32)
+            if islands is not None:
+                weights = weights.masked_fill(islands, 0.0)  # quality weighting weighs every pixel: not these
         return PseudoLabels(labels.long(), weights, is_confident, include, probs.shape[1])
 
     def strong_view(self, weak_u, pl: PseudoLabels, generator, labeled=None, labels=None):
