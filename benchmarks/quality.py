@@ -227,7 +227,7 @@ def ensure_da_data() -> list[str]:
 
 def run_one_da(row: Row, seed: int, iterations: int, sources: list[str]) -> dict:
     """Train on da_demo.yaml with the benchmark's sources; score the test patients of both domains."""
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), machine()["commit"]
     with tempfile.TemporaryDirectory() as work:
         overrides = [
             *sources, f"data.labeled.num_labeled={row.labeled}", f"train.iterations={iterations}",
@@ -253,12 +253,13 @@ def run_one_da(row: Row, seed: int, iterations: int, sources: list[str]) -> dict
             domain: {cls: {m: summary[cls][m]["mean"] for m in ("dice", "hd95_mm")} for cls in [*report.class_names, "mean"]}
             for domain, summary in report.by_domain.items()
         },
-        "seconds": time.perf_counter() - started, "commit": machine()["commit"],
+        "seconds": time.perf_counter() - started, "commit": commit,
     }
 
 
 def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) -> dict:
-    started = time.perf_counter()
+    # The commit is read at the start: a run lasts long enough for the next commit to land meanwhile.
+    started, commit = time.perf_counter(), machine()["commit"]
     with tempfile.TemporaryDirectory() as work:
         overrides = [
             f"data.root={data}", f"data.manifest={manifest}", f"data.num_labeled={row.labeled}",
@@ -274,7 +275,7 @@ def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) ->
         "row": row.name, "group": row.group, "labeled": row.labeled, "seed": seed, "iterations": iterations,
         "overrides": list(row.overrides), "best_val_dice": result.best_score, "best_iteration": result.best_iteration,
         "test": {cls: {m: report.summary[cls][m]["mean"] for m in ("dice", "hd95_mm")} for cls in [*report.class_names, "mean"]},
-        "seconds": time.perf_counter() - started, "commit": machine()["commit"], "threads": torch.get_num_threads(),
+        "seconds": time.perf_counter() - started, "commit": commit, "threads": torch.get_num_threads(),
     }
 
 
