@@ -28,7 +28,9 @@ from maskmatch_med.data.splits import resolve_splits
 from maskmatch_med.engine.checkpoint import load_checkpoint
 from maskmatch_med.engine.trainer import all_class_names
 from maskmatch_med.method.ensemble import fuse_probabilities, scale_probabilities
-from maskmatch_med.method.pseudo_labels import ClasswiseThreshold, agree_labels, confident, pseudo_label_stats, vote_valid
+from maskmatch_med.method.pseudo_labels import (
+    ClasswiseThreshold, agree_labels, confident, foreground_islands, pseudo_label_stats, vote_valid,
+)
 from maskmatch_med.models import build_model, size_divisor
 from maskmatch_med.scenarios.slices.data import audit_labels, build_slice_set
 
@@ -41,6 +43,10 @@ RULES = [
     ("scales 0.75-1.25, agree (any scale, no contradiction)", [0.75, 1.0, 1.25], "agree"),
     ("scales 0.75-1.25, vote (any scale; background: every scale)", [0.75, 1.0, 1.25], "vote_any_bg_all"),
     ("scales 0.9-1.1, vote (majority)", [0.9, 1.0, 1.1], "vote"),
+    # Upsampling only: a coarser view cannot lose a thin structure (the RV) and make it confident background.
+    ("scales 1.0-1.5, mean", [1.0, 1.25, 1.5], "mean"),
+    ("scales 1.0-1.5, vote (any scale)", [1.0, 1.25, 1.5], "vote_any"),
+    ("scales 1.0-1.5, vote (any scale; background: every scale)", [1.0, 1.25, 1.5], "vote_any_bg_all"),
 ]
 
 
@@ -50,6 +56,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override, as for train")
     parser.add_argument("--name", default=None, help="suffix of the result files (default: the run folder's name)")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--islands", choices=["keep", "ignore"], default=None,
+                        help="foreground pseudo-labels outside each slice's largest foreground region: kept, or left "
+                             "out of every rule's confident set (default: the recipe's method.pseudo_label.foreground_islands)")
     args = parser.parse_args()
 
     state = load_checkpoint(args.checkpoint, map_location="cpu")
@@ -68,6 +77,7 @@ def main() -> None:
         raise SystemExit("the unlabeled cases have no label files on disk: nothing to score against")
     divisor = size_divisor(recipe.model)
     classwise = recipe.method.pseudo_label.threshold == "classwise"
+    islands = args.islands or recipe.method.pseudo_label.foreground_islands
     lines = [
         "| rule | threshold | confident pixels (%) | " + " | ".join(f"{c} precision / recall / as background (%)" for c in names[1:]) + " |",
         "| --- | --- | ---: | " + " | ".join("---:" for _ in names[1:]) + " |",
@@ -102,6 +112,8 @@ def main() -> None:
                         lab, ok = agree_labels(per_scale, lab, bars)
                     else:
                         ok = confident(lab, conf, bars)
+                    if islands == "ignore":
+                        ok = ok & ~foreground_islands(lab)
                     labels.append(lab)
                     valid.append(ok)
             stats = pseudo_label_stats(torch.cat(labels), torch.cat(valid), names, slices.audit.long())
@@ -113,7 +125,7 @@ def main() -> None:
             lines.append(f"| {rule} | {threshold} | {100 * stats['pl_valid_frac']:.1f} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + (
         f"\n\nTeacher of {args.checkpoint} (iteration {state['iteration']}); {len(slices)} unlabeled slices of "
-        f"{len(loaded['unlabeled'])} cases, no augmentation; conf_thresh {recipe.method.conf_thresh}. Class-wise thresholds "
+        f"{len(loaded['unlabeled'])} cases, no augmentation; conf_thresh {recipe.method.conf_thresh}; foreground islands {islands}. Class-wise thresholds "
         "are conf_thresh x (the class's mean confidence / the highest class mean) over the whole set."
     )
     name = args.name or args.checkpoint.parent.parent.name

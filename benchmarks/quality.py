@@ -71,6 +71,8 @@ BACKGROUND_099 = ("method.pseudo_label.background_threshold=0.99",)
 # before, the seed that lost RV at 1 labeled patient (seed 2) had RV pseudo-labels 0.24-0.33 precise, the false ones bright
 # background far from the heart. These rows keep the islands, as the r4 / r2 recipes did.
 ISLANDS_KEPT = ("method.pseudo_label.foreground_islands=keep",)
+# The teacher's views at scales 1.0, 1.25 and 1.5 of the slice (none coarser than the slice itself).
+UPSAMPLED = ("method.ensemble.scales=[1.0,1.25,1.5]",)
 
 
 def plan() -> list[Row]:
@@ -102,6 +104,12 @@ def plan() -> list[Row]:
         ("plus multi-scale ensembling (scales 0.75-1.25, any-scale vote)", multiscale),
         ("ensembling instead of masking (scales 0.75-1.25, mask ratio 0)", multiscale + ("method.mask.ratio=0",)),
         ("plus ensembling, background by every scale", multiscale + ("method.ensemble.background_votes=all",)),
+        # Upsampled views only: a coarser view loses the thin RV and makes it confident background (the 0.75
+        # scale); on a 1-labeled teacher the scales 1.0-1.5 kept more RV at higher precision than one scale
+        # (benchmarks/results/pseudo_labels_maskmatch_phantom40_l1_s2_r4.md).
+        ("plus ensembling, upsampled scales 1.0-1.5 (mean)", UPSAMPLED + ("method.ensemble.fuse=mean",)),
+        ("plus ensembling, upsampled scales 1.0-1.5 (any-scale vote, background by every scale)",
+         UPSAMPLED + ("method.ensemble.background_votes=all",)),
         ("fixed threshold (no class-wise thresholds)", ("method.pseudo_label.threshold=fixed",)),
         ("no warm-up, no ramp", ("method.warmup_iterations=0", "method.rampup_iterations=0")),
         copy_paste,
@@ -120,7 +128,7 @@ def plan() -> list[Row]:
         # there), the mask's patch size (8 px patches made the teacher call bright background RV on seed 1)
         # and the masked view's two settings (its BatchNorm pass, its input); at 3 every setting. Copy-paste with a
         # half-axis box at both, the stricter background bar, and the foreground islands of the r4 recipe.
-        chosen = (ablate[:3] + [copy_paste, patch8] if labeled == 1 else ablate) + [apart, weak_view, small_paste, background, islands]
+        chosen = (ablate[:5] + [copy_paste, patch8] if labeled == 1 else ablate) + [apart, weak_view, small_paste, background, islands]
         rows += [Row("ablation", name, labeled, ("method.name=maskmatch",) + extra) for name, extra in chosen]
     return rows
 
@@ -276,12 +284,25 @@ def run_one(row: Row, seed: int, iterations: int, data: Path, manifest: Path) ->
         inputs = [data / f"patient{i:03d}" for i in TEST]
         run_prediction(result.best_checkpoint, inputs, Path(work) / "pred", scales=(1.0,), device="auto")
         report = evaluate_folders(Path(work) / "pred", data, class_names=list(recipe.data.class_names))
+        curve = validation_curve(Path(work) / "run" / "metrics.jsonl")
     return {
         "row": row.name, "group": row.group, "labeled": row.labeled, "seed": seed, "iterations": iterations,
         "overrides": list(row.overrides), "best_val_dice": result.best_score, "best_iteration": result.best_iteration,
         "test": {cls: {m: report.summary[cls][m]["mean"] for m in ("dice", "hd95_mm")} for cls in [*report.class_names, "mean"]},
         "seconds": time.perf_counter() - started, "commit": commit, "threads": torch.get_num_threads(),
+        "val_curve": curve,
     }
+
+
+def validation_curve(metrics: Path) -> list[dict]:
+    """Each validation's iteration and per-class Dice, so a screen can compare runs at equal iterations
+    (a cheaper, shorter run against the start of a finished one)."""
+    curve = []
+    for line in metrics.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("kind") == "val":
+            curve.append({k: v for k, v in entry.items() if k == "iteration" or (k.startswith("dice_"))})
+    return curve
 
 
 def fmt(values: list[float], digits: int, scale: float = 1.0) -> str:

@@ -60,3 +60,20 @@ def test_manifest_written_in_one_step(tmp_path):
     write_text_atomically(manifest, "patient002\n")
     assert manifest.read_text() == "patient002\n"
     assert sorted(p.name for p in manifest.parent.iterdir()) == ["val.txt"]
+
+
+def test_quality_run_keeps_the_validation_curve(tmp_path):
+    """quality.py saves each validation of a run (iteration and Dice per class) so a shorter screening run
+    can be compared with a finished one at equal iterations; training records are left out."""
+    from quality import validation_curve
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        '{"kind": "train", "iteration": 10, "loss": 0.5, "pl_share_RV": 0.1}\n'
+        '{"kind": "val", "iteration": 833, "dice_RV": 0.25, "dice_mean": 0.5, "best_dice_mean": 0.5}\n'
+        '{"kind": "val", "iteration": 1666, "dice_RV": 0.5, "dice_mean": 0.625, "best_dice_mean": 0.625}\n'
+    )
+    assert validation_curve(metrics) == [
+        {"iteration": 833, "dice_RV": 0.25, "dice_mean": 0.5},
+        {"iteration": 1666, "dice_RV": 0.5, "dice_mean": 0.625},
+    ]
